@@ -1,0 +1,8 @@
+-- Primary key lookup that locks the row for a state change in this transaction.
+SELECT id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
+       runtime_id AS "runtime_id: RuntimeId", status, priority, payload, progress, result, error,
+       failure_reason, attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
+       run_after, enqueued_at, dispatched_at, started_at, finished_at, seq
+FROM tasks
+WHERE id = $1 AND workspace_id = $2
+FOR UPDATE

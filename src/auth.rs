@@ -1,0 +1,150 @@
+//! Bearer tokens: generation, SHA-256 digests, and the extractors `Admin`, `Member`, `Daemon`.
+//!
+//! Only digests are stored. Every request looks its token up (one unique-index probe), so a revoked
+//! token fails at once on every replica.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::db;
+use crate::error::ApiError;
+use crate::ids::{TokenId, WorkspaceId};
+use crate::state::AppState;
+
+/// A new random token: `pdk_` + 64 hex characters (256 bits).
+pub fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("pdk_{}", hex::encode(bytes))
+}
+
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Constant-time comparison of two digests.
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Who is calling.
+#[derive(Clone, Copy, Debug)]
+pub enum Caller {
+    Admin,
+    Member { workspace: WorkspaceId, token: TokenId },
+    Daemon { workspace: WorkspaceId, token: TokenId },
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The `?token=` query parameter (browsers cannot set headers on a WebSocket).
+fn query_token(parts: &Parts) -> Option<String> {
+    let query = parts.uri.query()?;
+    url_param(query, "token")
+}
+
+fn url_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+pub async fn authenticate(state: &AppState, parts: &Parts, allow_query: bool) -> Result<Caller, ApiError> {
+    let token = match bearer(parts) {
+        Some(t) => t.to_owned(),
+        None if allow_query => query_token(parts).ok_or(ApiError::Unauthorized("missing bearer token"))?,
+        None => return Err(ApiError::Unauthorized("missing bearer token")),
+    };
+    let d = digest(&token);
+    if let Some(admin) = &state.admin_digest
+        && digests_equal(admin, &d)
+    {
+        return Ok(Caller::Admin);
+    }
+    let mut conn = state.pool.acquire().await?;
+    let found = db::tokens::find_by_digest(&mut conn, &d)
+        .await?
+        .ok_or(ApiError::Unauthorized("invalid or revoked token"))?;
+    Ok(match found.kind.as_str() {
+        "member" => Caller::Member { workspace: found.workspace_id, token: found.id },
+        _ => Caller::Daemon { workspace: found.workspace_id, token: found.id },
+    })
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(c) = parts.extensions.get::<Caller>() {
+            return Ok(*c);
+        }
+        let caller = authenticate(state, parts, false).await?;
+        parts.extensions.insert(caller);
+        Ok(caller)
+    }
+}
+
+/// The admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Admin => Ok(Admin),
+            _ => Err(ApiError::Forbidden("this route needs the admin token")),
+        }
+    }
+}
+
+/// A member token; carries its workspace.
+pub struct Member(pub WorkspaceId);
+
+impl FromRequestParts<AppState> for Member {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Member { workspace, .. } => Ok(Member(workspace)),
+            _ => Err(ApiError::Forbidden("this route needs a member token")),
+        }
+    }
+}
+
+/// A daemon token; carries its workspace.
+pub struct Daemon(pub WorkspaceId);
+
+impl FromRequestParts<AppState> for Daemon {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Daemon { workspace, .. } => Ok(Daemon(workspace)),
+            _ => Err(ApiError::Forbidden("this route needs a daemon token")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_digests_stable() {
+        let a = generate_token();
+        assert!(a.starts_with("pdk_") && a.len() == 68);
+        assert_ne!(a, generate_token());
+        assert_eq!(digest(&a), digest(&a));
+        assert!(digests_equal(&digest("x"), &digest("x")));
+        assert!(!digests_equal(&digest("x"), &digest("y")));
+    }
+
+    #[test]
+    fn query_token_is_percent_decoded() {
+        assert_eq!(url_param("a=1&token=pdk_ab%2Bc", "token").as_deref(), Some("pdk_ab+c"));
+    }
+}

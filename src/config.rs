@@ -1,0 +1,196 @@
+//! Every setting of `paddock serve`: flag, env name, default and validation, in one struct.
+//!
+//! Durations take humantime syntax (`30s`, `5m`, `7d`). `Settings::validate` runs once at start and
+//! names the setting it rejects.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn byte_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("MiB") {
+        (n, 1 << 20)
+    } else if let Some(n) = s.strip_suffix("KiB") {
+        (n, 1 << 10)
+    } else if let Some(n) = s.strip_suffix('B') {
+        (n, 1)
+    } else {
+        (s, 1)
+    };
+    num.trim()
+        .parse::<usize>()
+        .map(|n| n * mult)
+        .map_err(|_| format!("`{s}` is not a size such as 1MiB, 512KiB or 65536"))
+}
+
+/// Settings of the server. `Settings::default()` is what `paddock serve` uses with no flags and no env.
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "PADDOCK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL URL. Unset: a private cluster is started from the local PostgreSQL binaries under
+    /// the data dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Redis URL for the liveness store. Unset: in-process store (valid for one replica only).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key Paddock writes (lets several deployments or tests share one Redis).
+    #[arg(long, env = "PADDOCK_REDIS_PREFIX", default_value = "paddock")]
+    pub redis_prefix: String,
+
+    /// Directory for the embedded cluster and the generated admin token.
+    #[arg(long, env = "PADDOCK_DATA_DIR", default_value = "./.paddock")]
+    pub data_dir: PathBuf,
+
+    /// Admin token (creates workspaces). Unset in embedded mode: generated on first start, printed
+    /// once and kept in the data dir.
+    #[arg(long, env = "PADDOCK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Do not run migrations at start.
+    #[arg(long, env = "PADDOCK_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Maximum connections in the Postgres pool.
+    #[arg(long, env = "PADDOCK_DB_POOL_SIZE", default_value_t = 32)]
+    pub db_pool_size: u32,
+
+    /// How often the sweepers run (on the leader replica).
+    #[arg(long, env = "PADDOCK_SWEEP_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub sweep_interval: Duration,
+
+    /// Heartbeat interval told to daemons.
+    #[arg(long, env = "PADDOCK_HEARTBEAT_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub heartbeat_interval: Duration,
+
+    /// How often heard runtimes' `last_seen_at` is written to Postgres.
+    #[arg(long, env = "PADDOCK_HEARTBEAT_FLUSH_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub heartbeat_flush_interval: Duration,
+
+    /// A runtime not heard for this long goes offline. 150 s = 10 missed 15 s heartbeats, and must
+    /// exceed flush + heartbeat + sweep intervals so a live runtime is never swept while Redis is down.
+    #[arg(long, env = "PADDOCK_STALE_THRESHOLD", default_value = "150s", value_parser = duration)]
+    pub stale_threshold: Duration,
+
+    /// A task dispatched but not started for this long fails with `dispatch_timeout`.
+    #[arg(long, env = "PADDOCK_DISPATCH_TIMEOUT", default_value = "5m", value_parser = duration)]
+    pub dispatch_timeout: Duration,
+
+    /// A task running for this long fails with `running_timeout`.
+    #[arg(long, env = "PADDOCK_RUNNING_TIMEOUT", default_value = "150m", value_parser = duration)]
+    pub running_timeout: Duration,
+
+    /// A task queued for this long fails with `queued_expired`.
+    #[arg(long, env = "PADDOCK_QUEUED_TTL", default_value = "2h", value_parser = duration)]
+    pub queued_ttl: Duration,
+
+    /// At most this many queued tasks expire per sweep tick.
+    #[arg(long, env = "PADDOCK_QUEUED_EXPIRE_BATCH", default_value_t = 500)]
+    pub queued_expire_batch: i64,
+
+    /// An offline runtime with no live agent is deleted after this long.
+    #[arg(long, env = "PADDOCK_OFFLINE_RUNTIME_TTL", default_value = "7d", value_parser = duration)]
+    pub offline_runtime_ttl: Duration,
+
+    /// Events older than this are deleted.
+    #[arg(long, env = "PADDOCK_EVENT_RETENTION", default_value = "24h", value_parser = duration)]
+    pub event_retention: Duration,
+
+    /// First retry delay; doubles per attempt.
+    #[arg(long, env = "PADDOCK_RETRY_BACKOFF_BASE", default_value = "1s", value_parser = duration)]
+    pub retry_backoff_base: Duration,
+
+    /// Cap of the retry delay.
+    #[arg(long, env = "PADDOCK_RETRY_BACKOFF_MAX", default_value = "5m", value_parser = duration)]
+    pub retry_backoff_max: Duration,
+
+    /// Largest accepted request body (answered 413 above it).
+    #[arg(long, env = "PADDOCK_MAX_REQUEST_BODY", default_value = "1MiB", value_parser = byte_size)]
+    pub max_request_body: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        <Wrapper as clap::Parser>::parse_from(["paddock"]).settings
+    }
+}
+
+impl Settings {
+    /// Checks the relations between settings; the message names the setting at fault.
+    pub fn validate(&self) -> Result<(), String> {
+        let floor = self.heartbeat_flush_interval + self.heartbeat_interval + self.sweep_interval;
+        if self.stale_threshold <= floor {
+            return Err(format!(
+                "stale_threshold ({}) must exceed heartbeat_flush_interval + heartbeat_interval + \
+                 sweep_interval ({}): otherwise a live runtime could be swept while Redis is down",
+                humantime::format_duration(self.stale_threshold),
+                humantime::format_duration(floor),
+            ));
+        }
+        for (name, d) in [
+            ("sweep_interval", self.sweep_interval),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("heartbeat_flush_interval", self.heartbeat_flush_interval),
+            ("dispatch_timeout", self.dispatch_timeout),
+            ("running_timeout", self.running_timeout),
+            ("queued_ttl", self.queued_ttl),
+            ("retry_backoff_base", self.retry_backoff_base),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        if self.retry_backoff_max < self.retry_backoff_base {
+            return Err("retry_backoff_max must be at least retry_backoff_base".into());
+        }
+        if self.queued_expire_batch < 1 {
+            return Err("queued_expire_batch must be at least 1".into());
+        }
+        if self.max_request_body < 1024 {
+            return Err("max_request_body must be at least 1KiB".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_design_table() {
+        let s = Settings::default();
+        assert_eq!(s.sweep_interval, Duration::from_secs(30));
+        assert_eq!(s.stale_threshold, Duration::from_secs(150));
+        assert_eq!(s.offline_runtime_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(s.max_request_body, 1 << 20);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn stale_threshold_must_exceed_the_sum_of_intervals() {
+        let s = Settings {
+            stale_threshold: Duration::from_secs(105),
+            ..Settings::default()
+        };
+        let err = s.validate().unwrap_err();
+        assert!(err.contains("stale_threshold"), "{err}");
+    }
+}

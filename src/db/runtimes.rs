@@ -1,0 +1,151 @@
+//! Runtimes: one daemon's registration for one provider.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use super::uuids;
+use crate::ids::{RuntimeId, WorkspaceId};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Runtime {
+    pub id: RuntimeId,
+    #[serde(skip)]
+    pub workspace_id: WorkspaceId,
+    pub daemon_id: String,
+    pub provider: String,
+    pub name: String,
+    pub version: Option<String>,
+    pub max_concurrency: Option<i32>,
+    pub status: String,
+    pub last_seen_at: DateTime<Utc>,
+    pub offline_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub struct Registered {
+    pub id: RuntimeId,
+    pub status: String,
+    /// The status before this registration; None when it was created now.
+    pub was_status: Option<String>,
+}
+
+pub struct NewRuntime<'a> {
+    pub workspace: WorkspaceId,
+    pub daemon_id: &'a str,
+    pub provider: &'a str,
+    pub name: Option<&'a str>,
+    pub version: Option<&'a str>,
+    pub max_concurrency: Option<i32>,
+}
+
+pub async fn register(conn: &mut PgConnection, new: &NewRuntime<'_>) -> sqlx::Result<Registered> {
+    sqlx::query_file_as!(
+        Registered,
+        "queries/runtimes/register.sql",
+        RuntimeId::new().0,
+        new.workspace.0,
+        new.daemon_id,
+        new.provider,
+        new.name,
+        new.version,
+        new.max_concurrency,
+    )
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn get(conn: &mut PgConnection, id: RuntimeId, ws: WorkspaceId) -> sqlx::Result<Option<Runtime>> {
+    sqlx::query_file_as!(Runtime, "queries/runtimes/get.sql", id.0, ws.0)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn list(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    after: Option<RuntimeId>,
+    limit: i64,
+) -> sqlx::Result<Vec<Runtime>> {
+    sqlx::query_file_as!(Runtime, "queries/runtimes/list.sql", ws.0, after.map(|a| a.0), limit)
+        .fetch_all(conn)
+        .await
+}
+
+pub struct RuntimeStatus {
+    pub id: RuntimeId,
+    pub status: String,
+}
+
+pub async fn statuses(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    ids: &[RuntimeId],
+) -> sqlx::Result<Vec<RuntimeStatus>> {
+    sqlx::query_file_as!(RuntimeStatus, "queries/runtimes/statuses.sql", ws.0, &uuids(ids))
+        .fetch_all(conn)
+        .await
+}
+
+pub struct Changed {
+    pub id: RuntimeId,
+    pub workspace_id: WorkspaceId,
+}
+
+pub async fn mark_online(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    ids: &[RuntimeId],
+) -> sqlx::Result<Vec<Changed>> {
+    sqlx::query_file_as!(Changed, "queries/runtimes/mark_online.sql", ws.0, &uuids(ids))
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn mark_offline(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    ids: &[RuntimeId],
+) -> sqlx::Result<Vec<Changed>> {
+    sqlx::query_file_as!(Changed, "queries/runtimes/mark_offline.sql", ws.0, &uuids(ids))
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn flush_last_seen(
+    conn: &mut PgConnection,
+    ids: &[RuntimeId],
+    seen: &[DateTime<Utc>],
+) -> sqlx::Result<u64> {
+    let res = sqlx::query_file!("queries/runtimes/flush_last_seen.sql", &uuids(ids), seen)
+        .execute(conn)
+        .await?;
+    Ok(res.rows_affected())
+}
+
+pub struct ClaimSlots {
+    pub status: String,
+    pub free: i64,
+}
+
+pub async fn claim_slots(
+    conn: &mut PgConnection,
+    id: RuntimeId,
+    ws: WorkspaceId,
+) -> sqlx::Result<Option<ClaimSlots>> {
+    sqlx::query_file_as!(ClaimSlots, "queries/runtimes/claim_slots.sql", id.0, ws.0)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Serialises claims for one runtime within the transaction, so the concurrency limits it checks
+/// cannot be raced by another claim for the same runtime.
+pub async fn lock_for_claim(conn: &mut PgConnection, id: RuntimeId) -> sqlx::Result<()> {
+    let (hi, _) = id.0.as_u64_pair();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(hi as i64)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

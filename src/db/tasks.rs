@@ -1,0 +1,287 @@
+//! Tasks and their finished attempts.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+
+use super::uuids;
+use crate::domain::values::JsonObject;
+use crate::ids::{AgentId, AttemptId, RuntimeId, TaskId, WorkspaceId};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Task {
+    pub id: TaskId,
+    #[serde(skip)]
+    pub workspace_id: WorkspaceId,
+    pub agent_id: AgentId,
+    pub runtime_id: RuntimeId,
+    pub status: String,
+    pub priority: i32,
+    pub payload: serde_json::Value,
+    pub progress: Option<serde_json::Value>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub failure_reason: Option<String>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub attempt_id: Option<AttemptId>,
+    pub idempotency_key: Option<String>,
+    pub run_after: DateTime<Utc>,
+    pub enqueued_at: DateTime<Utc>,
+    pub dispatched_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub attempt_id: AttemptId,
+    pub runtime_id: RuntimeId,
+    pub dispatched_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub failure_reason: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct NewTask<'a> {
+    pub workspace: WorkspaceId,
+    pub agent: AgentId,
+    pub runtime: RuntimeId,
+    pub priority: i32,
+    pub payload: &'a JsonObject,
+    pub max_attempts: i32,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Inserts a task; None when its idempotency key was already used.
+pub async fn insert(conn: &mut PgConnection, new: &NewTask<'_>) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(
+        Task,
+        "queries/tasks/insert.sql",
+        TaskId::new().0,
+        new.workspace.0,
+        new.agent.0,
+        new.runtime.0,
+        new.priority,
+        Json(new.payload) as _,
+        new.max_attempts,
+        new.idempotency_key,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn get_by_key(conn: &mut PgConnection, ws: WorkspaceId, key: &str) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/get_by_key.sql", ws.0, key)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn get(conn: &mut PgConnection, id: TaskId, ws: WorkspaceId) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/get.sql", id.0, ws.0)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Reads and locks a task for a state change in the current transaction.
+pub async fn lock(conn: &mut PgConnection, id: TaskId, ws: WorkspaceId) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/lock.sql", id.0, ws.0)
+        .fetch_optional(conn)
+        .await
+}
+
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub agent: Option<AgentId>,
+    pub runtime: Option<RuntimeId>,
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+pub async fn list(conn: &mut PgConnection, ws: WorkspaceId, f: &ListFilter) -> sqlx::Result<Vec<Task>> {
+    sqlx::query_file_as!(
+        Task,
+        "queries/tasks/list.sql",
+        ws.0,
+        f.status.as_deref(),
+        f.agent.map(|a| a.0),
+        f.runtime.map(|r| r.0),
+        f.before_seq,
+        f.limit,
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn start(conn: &mut PgConnection, id: TaskId, attempt: AttemptId) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/start.sql", id.0, attempt.0)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn progress(
+    conn: &mut PgConnection,
+    id: TaskId,
+    attempt: AttemptId,
+    progress: &JsonObject,
+) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/progress.sql", id.0, attempt.0, Json(progress) as _)
+        .fetch_optional(conn)
+        .await
+}
+
+pub async fn complete(
+    conn: &mut PgConnection,
+    id: TaskId,
+    attempt: AttemptId,
+    result: &JsonObject,
+) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/complete.sql", id.0, attempt.0, Json(result) as _)
+        .fetch_optional(conn)
+        .await
+}
+
+/// How an attempt (or a queued task) ends.
+pub struct EndAttempt<'a> {
+    pub id: TaskId,
+    pub attempt_id: Option<AttemptId>,
+    /// `queued` (retry), `failed` or `cancelled`.
+    pub status: &'a str,
+    pub failure_reason: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub run_after: Option<DateTime<Utc>>,
+    pub cancel_pending: bool,
+    /// The statuses the task must be in (the fencing re-check).
+    pub from: &'a [String],
+}
+
+pub async fn end_attempt(conn: &mut PgConnection, e: &EndAttempt<'_>) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(
+        Task,
+        "queries/tasks/end_attempt.sql",
+        e.id.0,
+        e.attempt_id.map(|a| a.0),
+        e.status,
+        e.failure_reason,
+        e.error,
+        e.run_after,
+        e.cancel_pending,
+        e.from,
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: TaskId,
+    pub workspace_id: WorkspaceId,
+    pub agent_id: AgentId,
+    pub runtime_id: RuntimeId,
+    pub attempt_id: AttemptId,
+    pub attempt: i32,
+    pub priority: i32,
+    pub payload: serde_json::Value,
+    pub enqueued_at: DateTime<Utc>,
+    pub seq: i64,
+    pub definition_version: i32,
+}
+
+/// Dispatches up to `max` tasks of the runtime's agents. The caller holds `runtimes::lock_for_claim`.
+pub async fn claim(conn: &mut PgConnection, runtime: RuntimeId, max: i64) -> sqlx::Result<Vec<Claimed>> {
+    let mut rows = sqlx::query_file_as!(Claimed, "queries/tasks/claim.sql", runtime.0, max)
+        .fetch_all(conn)
+        .await?;
+    rows.sort_by_key(|c| (std::cmp::Reverse(c.priority), c.seq));
+    Ok(rows)
+}
+
+pub struct WorkingChange {
+    pub id: AgentId,
+    pub workspace_id: WorkspaceId,
+    pub was: String,
+}
+
+pub async fn mark_agents_working(conn: &mut PgConnection, agents: &[AgentId]) -> sqlx::Result<Vec<WorkingChange>> {
+    sqlx::query_file_as!(WorkingChange, "queries/tasks/mark_agents_working.sql", &uuids(agents))
+        .fetch_all(conn)
+        .await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelNotice {
+    pub task_id: TaskId,
+    pub attempt_id: AttemptId,
+}
+
+pub async fn take_cancels(conn: &mut PgConnection, runtimes: &[RuntimeId]) -> sqlx::Result<Vec<CancelNotice>> {
+    sqlx::query_file_as!(CancelNotice, "queries/tasks/take_cancels.sql", &uuids(runtimes))
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn active_of_runtimes(conn: &mut PgConnection, runtimes: &[RuntimeId]) -> sqlx::Result<Vec<TaskId>> {
+    sqlx::query_file_scalar!("queries/tasks/active_of_runtimes.sql", &uuids(runtimes))
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn queued_of_agent(conn: &mut PgConnection, agent: AgentId) -> sqlx::Result<Vec<TaskId>> {
+    sqlx::query_file_scalar!("queries/tasks/queued_of_agent.sql", agent.0)
+        .fetch_all(conn)
+        .await
+}
+
+/// Records the end of attempt `task.attempt` of `task` (as it was before the change).
+pub async fn insert_attempt(
+    conn: &mut PgConnection,
+    task: &Task,
+    outcome: &str,
+    failure_reason: Option<&str>,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
+    let (Some(attempt_id), Some(dispatched_at)) = (task.attempt_id, task.dispatched_at) else {
+        return Ok(());
+    };
+    sqlx::query_file!(
+        "queries/tasks/insert_attempt.sql",
+        attempt_id.0,
+        task.id.0,
+        task.workspace_id.0,
+        task.attempt,
+        task.runtime_id.0,
+        dispatched_at,
+        task.started_at,
+        outcome,
+        failure_reason,
+        error,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn attempts(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<Vec<Attempt>> {
+    sqlx::query_file_as!(Attempt, "queries/tasks/attempts.sql", task.0)
+        .fetch_all(conn)
+        .await
+}
+
+pub async fn attempt_outcome(conn: &mut PgConnection, attempt: AttemptId) -> sqlx::Result<Option<String>> {
+    sqlx::query_file_scalar!("queries/tasks/attempt_outcome.sql", attempt.0)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Reads and locks a task of any workspace (sweepers).
+pub async fn lock_by_id(conn: &mut PgConnection, id: TaskId) -> sqlx::Result<Option<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/lock_by_id.sql", id.0)
+        .fetch_optional(conn)
+        .await
+}

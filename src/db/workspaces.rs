@@ -1,0 +1,32 @@
+//! Workspaces (tenants).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::ids::WorkspaceId;
+
+#[derive(Debug, Serialize)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub slug: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: WorkspaceId,
+    name: &str,
+    slug: &str,
+) -> sqlx::Result<Workspace> {
+    sqlx::query_file_as!(Workspace, "queries/workspaces/insert.sql", id.0, name, slug)
+        .fetch_one(conn)
+        .await
+}
+
+pub async fn exists(conn: &mut PgConnection, id: WorkspaceId) -> sqlx::Result<bool> {
+    sqlx::query_file_scalar!("queries/workspaces/exists.sql", id.0)
+        .fetch_one(conn)
+        .await
+}

@@ -1,0 +1,6 @@
+//! Rules with no I/O: the task state machine and fencing, retries, validated request values.
+//! Nothing here imports axum or sqlx.
+
+pub mod retry;
+pub mod task;
+pub mod values;

@@ -1,0 +1,221 @@
+//! The task state machine and the fencing decision, in one place.
+//!
+//! A daemon's report (`start`, `progress`, `complete`, `fail`) names the attempt it belongs to. Given
+//! the task as it is now, `decide` says whether to apply it, answer 200 because it already took effect
+//! (a retry after a lost response), or refuse it (superseded attempt, or wrong state). The SQL that
+//! applies a decision re-checks the same predicate (`status` and `attempt_id`) in its WHERE clause.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::AttemptId;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Dispatched,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Dispatched => "dispatched",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => Self::Queued,
+            "dispatched" => Self::Dispatched,
+            "running" => Self::Running,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// Dispatched or running: the task holds a slot of its agent and runtime.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Dispatched | Self::Running)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportAction {
+    Start,
+    Progress,
+    Complete,
+    Fail,
+}
+
+impl ReportAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Progress => "progress",
+            Self::Complete => "complete",
+            Self::Fail => "fail",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    AgentError,
+    RuntimeOffline,
+    DispatchTimeout,
+    RunningTimeout,
+    QueuedExpired,
+    Cancelled,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AgentError => "agent_error",
+            Self::RuntimeOffline => "runtime_offline",
+            Self::DispatchTimeout => "dispatch_timeout",
+            Self::RunningTimeout => "running_timeout",
+            Self::QueuedExpired => "queued_expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// `queued_expired` and `cancelled` end a task for good; everything else may be retried.
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, Self::QueuedExpired | Self::Cancelled)
+    }
+}
+
+/// What the database says about the task and the reported attempt.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskView {
+    pub status: TaskStatus,
+    /// The latest attempt issued (None before the first claim).
+    pub attempt_id: Option<AttemptId>,
+    /// Whether the latest attempt reached `running`.
+    pub started: bool,
+    /// Outcome recorded for the reported attempt if it has finished (`completed`, `failed`, `cancelled`).
+    pub reported_attempt_outcome: Option<TaskStatus>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Write the transition.
+    Apply,
+    /// The same call already took effect for this attempt: answer 200 with the current state.
+    AlreadyApplied,
+    /// The attempt is not (or no longer) the task's current one: 409 `attempt_superseded`.
+    Superseded,
+    /// Current attempt, wrong state: 409 `invalid_transition`.
+    Invalid,
+}
+
+/// The fencing decision for one report.
+pub fn decide(view: &TaskView, reported: AttemptId, action: ReportAction) -> Decision {
+    use ReportAction as A;
+    use TaskStatus as S;
+
+    if view.attempt_id != Some(reported) {
+        return Decision::Superseded;
+    }
+    match (view.status, action) {
+        (S::Dispatched, A::Start) => Decision::Apply,
+        (S::Dispatched, A::Fail) => Decision::Apply,
+        (S::Running, A::Progress | A::Complete | A::Fail) => Decision::Apply,
+        (S::Running, A::Start) => Decision::AlreadyApplied,
+        (S::Completed, A::Complete) => Decision::AlreadyApplied,
+        (S::Completed, A::Start) => Decision::AlreadyApplied,
+        (S::Failed, A::Fail) => Decision::AlreadyApplied,
+        (S::Failed, A::Start) if view.started => Decision::AlreadyApplied,
+        // Failed and put back in the queue: only a repeat of that failure is "already applied";
+        // the attempt no longer owns the task.
+        (S::Queued, A::Fail) if view.reported_attempt_outcome == Some(S::Failed) => {
+            Decision::AlreadyApplied
+        }
+        (S::Queued, _) => Decision::Superseded,
+        // A cancelled attempt was revoked: the daemon must drop the work.
+        (S::Cancelled, _) => Decision::Superseded,
+        _ => Decision::Invalid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(status: TaskStatus, attempt: AttemptId) -> TaskView {
+        TaskView {
+            status,
+            attempt_id: Some(attempt),
+            started: matches!(status, TaskStatus::Running | TaskStatus::Completed),
+            reported_attempt_outcome: None,
+        }
+    }
+
+    #[test]
+    fn other_attempt_is_superseded_whatever_the_state() {
+        let a = AttemptId::new();
+        let b = AttemptId::new();
+        for s in [TaskStatus::Dispatched, TaskStatus::Running, TaskStatus::Completed] {
+            for act in [ReportAction::Start, ReportAction::Complete, ReportAction::Fail] {
+                assert_eq!(decide(&view(s, a), b, act), Decision::Superseded);
+            }
+        }
+    }
+
+    #[test]
+    fn happy_path_applies() {
+        let a = AttemptId::new();
+        assert_eq!(decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Start), Decision::Apply);
+        assert_eq!(decide(&view(TaskStatus::Running, a), a, ReportAction::Progress), Decision::Apply);
+        assert_eq!(decide(&view(TaskStatus::Running, a), a, ReportAction::Complete), Decision::Apply);
+    }
+
+    #[test]
+    fn repeats_are_already_applied() {
+        let a = AttemptId::new();
+        assert_eq!(
+            decide(&view(TaskStatus::Running, a), a, ReportAction::Start),
+            Decision::AlreadyApplied
+        );
+        assert_eq!(
+            decide(&view(TaskStatus::Completed, a), a, ReportAction::Complete),
+            Decision::AlreadyApplied
+        );
+        let mut requeued = view(TaskStatus::Queued, a);
+        requeued.reported_attempt_outcome = Some(TaskStatus::Failed);
+        assert_eq!(decide(&requeued, a, ReportAction::Fail), Decision::AlreadyApplied);
+        assert_eq!(decide(&requeued, a, ReportAction::Complete), Decision::Superseded);
+    }
+
+    #[test]
+    fn wrong_state_is_invalid() {
+        let a = AttemptId::new();
+        assert_eq!(decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Complete), Decision::Invalid);
+        assert_eq!(decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Progress), Decision::Invalid);
+        assert_eq!(decide(&view(TaskStatus::Completed, a), a, ReportAction::Fail), Decision::Invalid);
+    }
+
+    #[test]
+    fn cancelled_attempt_is_superseded() {
+        let a = AttemptId::new();
+        assert_eq!(decide(&view(TaskStatus::Cancelled, a), a, ReportAction::Complete), Decision::Superseded);
+    }
+}

@@ -1,0 +1,169 @@
+//! The one API error type and its RFC 9457 `application/problem+json` rendering.
+//!
+//! Handlers return `Result<_, ApiError>`; this is the only place an HTTP status is chosen for an error.
+//! Use a specific variant for anything the client can act on; `Internal` (from `sqlx::Error`,
+//! `anyhow::Error`, …) answers 500 with a body that says nothing internal, while the cause chain goes
+//! to the log. Unique-constraint violations are mapped to `Conflict` in one place, `From<sqlx::Error>`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Malformed request (syntax): 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed but invalid values: 422.
+    #[error("{0}")]
+    Validation(String),
+    #[error("request body exceeds the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("runtime {0} is offline")]
+    RuntimeOffline(String),
+    #[error("attempt {0} is no longer the current attempt of this task")]
+    AttemptSuperseded(String),
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+/// The problem+json body.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RuntimeOffline(_)
+            | Self::AttemptSuperseded(_)
+            | Self::InvalidTransition(_)
+            | Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code of DESIGN §2.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::BadRequest(_) | Self::Validation(_) => "validation_failed",
+            Self::PayloadTooLarge(_) => "payload_too_large",
+            Self::RuntimeOffline(_) => "runtime_offline",
+            Self::AttemptSuperseded(_) => "attempt_superseded",
+            Self::InvalidTransition(_) => "invalid_transition",
+            Self::Conflict(_) => "conflict",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "Unauthorized",
+            Self::Forbidden(_) => "Forbidden",
+            Self::NotFound(_) => "Not found",
+            Self::BadRequest(_) => "Bad request",
+            Self::Validation(_) => "Validation failed",
+            Self::PayloadTooLarge(_) => "Payload too large",
+            Self::RuntimeOffline(_) => "Runtime offline",
+            Self::AttemptSuperseded(_) => "Attempt superseded",
+            Self::InvalidTransition(_) => "Invalid transition",
+            Self::Conflict(_) => "Conflict",
+            Self::Unavailable(_) => "Service unavailable",
+            Self::Internal(_) => "Internal server error",
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let detail = match self {
+            Self::Internal(_) => "an internal error occurred; it has been logged".to_owned(),
+            other => other.to_string(),
+        };
+        Problem {
+            type_: format!("https://paddock.dev/problems/{}", self.code().replace('_', "-")),
+            title: self.title(),
+            status: self.status().as_u16(),
+            detail,
+            code: self.code(),
+        }
+    }
+
+    pub fn validation(msg: impl Into<String>) -> Self {
+        Self::Validation(msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(err) = &self {
+            tracing::error!(error = ?err, "request failed");
+        }
+        let problem = self.problem();
+        let mut res = (self.status(), axum::Json(problem)).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        res
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err {
+            match db.code().as_deref() {
+                // unique_violation
+                Some("23505") => return Self::Conflict("a resource with these values already exists".into()),
+                // check_violation, not_null_violation, string/numeric out of range
+                Some("23514") | Some("23502") | Some("22001") | Some("22003") => {
+                    return Self::Validation(format!("value rejected: {}", db.message()));
+                }
+                _ => {}
+            }
+        }
+        if matches!(
+            err,
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+        ) {
+            tracing::warn!(error = %err, "database unavailable");
+            return Self::Unavailable("the database is unavailable; retry shortly".into());
+        }
+        Self::Internal(err.into())
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Internal(err)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

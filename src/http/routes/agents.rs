@@ -1,0 +1,103 @@
+//! `POST|GET /agents`, `GET|PATCH|DELETE /agents/{id}`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::Page;
+use crate::auth::Member;
+use crate::db;
+use crate::db::agents::{Agent, AgentPatch, NewAgent};
+use crate::domain::values::{JsonObject, MaxConcurrentTasks, Name, PageLimit};
+use crate::error::{ApiError, ApiResult};
+use crate::http::extract::{Json, Path, Query};
+use crate::ids::{AgentId, RuntimeId};
+use crate::service;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    name: Name,
+    runtime_id: RuntimeId,
+    #[serde(default)]
+    max_concurrent_tasks: MaxConcurrentTasks,
+    definition: JsonObject,
+}
+
+pub async fn create(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Json(body): Json<CreateAgent>,
+) -> ApiResult<(StatusCode, axum::Json<Agent>)> {
+    let new = NewAgent {
+        workspace: ws,
+        runtime: body.runtime_id,
+        name: body.name.as_str(),
+        max_concurrent_tasks: body.max_concurrent_tasks.get(),
+        definition: &body.definition,
+    };
+    let agent = service::agents::create(&state, &new).await?;
+    Ok((StatusCode::CREATED, axum::Json(agent)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    limit: PageLimit,
+    cursor: Option<AgentId>,
+    #[serde(default)]
+    include_archived: bool,
+}
+
+pub async fn list(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<Agent>>> {
+    let mut conn = state.pool.acquire().await?;
+    let limit = q.limit.get();
+    let rows = db::agents::list(&mut conn, ws, q.cursor, limit + 1, q.include_archived).await?;
+    Ok(axum::Json(Page::from_rows(rows, limit, |a| a.id.to_string())))
+}
+
+pub async fn get(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Path(id): Path<AgentId>,
+) -> ApiResult<axum::Json<Agent>> {
+    let mut conn = state.pool.acquire().await?;
+    let agent = db::agents::get(&mut conn, id, ws).await?.ok_or(ApiError::NotFound("agent"))?;
+    Ok(axum::Json(agent))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchAgent {
+    name: Option<Name>,
+    max_concurrent_tasks: Option<MaxConcurrentTasks>,
+    definition: Option<JsonObject>,
+}
+
+pub async fn update(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Path(id): Path<AgentId>,
+    Json(body): Json<PatchAgent>,
+) -> ApiResult<axum::Json<Agent>> {
+    let patch = AgentPatch {
+        name: body.name.as_ref().map(Name::as_str),
+        max_concurrent_tasks: body.max_concurrent_tasks.map(MaxConcurrentTasks::get),
+        definition: body.definition.as_ref(),
+    };
+    let agent = service::agents::update(&state, ws, id, &patch).await?;
+    Ok(axum::Json(agent))
+}
+
+pub async fn archive(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Path(id): Path<AgentId>,
+) -> ApiResult<axum::Json<Agent>> {
+    Ok(axum::Json(service::agents::archive(&state, ws, id).await?))
+}

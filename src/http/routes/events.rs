@@ -1,0 +1,38 @@
+//! `GET /events?after=&limit=`: a workspace's event log, for catch-up.
+
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::Page;
+use crate::auth::Member;
+use crate::db;
+use crate::db::events::{Event, Position};
+use crate::domain::values::PageLimit;
+use crate::error::ApiResult;
+use crate::http::extract::Query;
+use crate::ids::EventId;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    after: Option<EventId>,
+    #[serde(default)]
+    limit: PageLimit,
+}
+
+/// Events after `after` (the id of the last event the client has), in log order, never skipping
+/// one that commits late. `next_cursor` is the id to pass as `after` next time (null: nothing new).
+pub async fn list(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<axum::Json<Page<Event>>> {
+    let mut conn = state.pool.acquire().await?;
+    let pos = match q.after {
+        Some(after) if after > 0 => db::events::position_after(&mut conn, ws, after).await?,
+        _ => Position::START,
+    };
+    let (items, _) = db::events::list_after(&mut conn, ws, &pos, q.limit.get()).await?;
+    let next_cursor = items.last().map(|e| e.id.to_string());
+    Ok(axum::Json(Page { items, next_cursor }))
+}

@@ -1,0 +1,31 @@
+//! `GET /healthz` (process up) and `GET /readyz` (dependencies reachable).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::state::AppState;
+
+pub async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// 200 when Postgres (and Redis, if configured) answer within a second; else 503 naming what is down.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+    let timeout = std::time::Duration::from_secs(1);
+    let pg = tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool)).await;
+    let pg_ok = matches!(pg, Ok(Ok(_)));
+    let redis = if state.live.is_redis() {
+        let r = tokio::time::timeout(timeout, state.live.ping()).await;
+        Some(matches!(r, Ok(Ok(()))))
+    } else {
+        None
+    };
+    let ready = pg_ok && redis.unwrap_or(true);
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let mut checks = json!({ "postgres": if pg_ok { "up" } else { "down" } });
+    if let Some(ok) = redis {
+        checks["redis"] = json!(if ok { "up" } else { "down" });
+    }
+    (status, axum::Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks })))
+}

@@ -1,0 +1,98 @@
+//! Paddock: a Postgres-backed, multi-tenant control plane for AI-agent runtimes.
+//!
+//! `serve` wires the parts together: the Postgres pool (migrated at start), the liveness store,
+//! the event hub and waker, the background loops, and the HTTP router. Every background loop is
+//! owned by one `TaskTracker`, stops on the shared `CancellationToken`, and is awaited at shutdown.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod embedded;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod ids;
+pub mod live;
+pub mod service;
+pub mod state;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Settings;
+pub use http::router;
+
+use crate::events::Hub;
+use crate::live::{Backend, Liveness};
+use crate::state::{App, AppState};
+
+/// Builds the application state: connects, migrates (unless told not to) and picks the liveness store.
+pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
+    settings.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+    let url = settings
+        .database_url
+        .clone()
+        .context("no database URL: set DATABASE_URL (or let `paddock serve` start its embedded cluster)")?;
+    let pool = db::connect(&url, settings.db_pool_size)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    if !settings.no_migrate {
+        db::MIGRATOR.run(&pool).await.context("migrations failed")?;
+    }
+    let backend = match &settings.redis_url {
+        Some(url) => Backend::Redis(
+            live::redis::RedisStore::connect(url, &settings.redis_prefix)
+                .await
+                .context("cannot connect to Redis")?,
+        ),
+        None => {
+            tracing::warn!("REDIS_URL not set: in-process liveness store, valid for a single replica only");
+            Backend::Memory(live::memory::MemoryStore::default())
+        }
+    };
+    let live = Arc::new(Liveness::new(backend, settings.stale_threshold));
+    let admin_digest = settings.admin_token.as_deref().map(auth::digest);
+    if admin_digest.is_none() {
+        tracing::warn!("no admin token configured: admin routes refuse every caller");
+    }
+    Ok(AppState(Arc::new(App {
+        pool,
+        settings,
+        admin_digest,
+        live,
+        hub: Arc::new(Hub::default()),
+        shutdown,
+    })))
+}
+
+/// Serves on `listener` until `shutdown` is cancelled; in-flight requests finish, background loops
+/// stop, heartbeats are flushed once more.
+pub async fn serve(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let state = build(settings, shutdown.clone()).await?;
+    let tracker = TaskTracker::new();
+    tracker.spawn(live::flusher::run(
+        state.pool.clone(),
+        state.live.clone(),
+        state.settings.heartbeat_flush_interval,
+        shutdown.clone(),
+    ));
+    tracker.spawn(state.hub.waker.clone().run_timers(shutdown.clone()));
+
+    let app = router(state.clone());
+    tracing::info!(addr = %listener.local_addr()?, "paddock listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("server error")?;
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    state.pool.close().await;
+    tracing::info!("paddock stopped");
+    Ok(())
+}

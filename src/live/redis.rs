@@ -1,0 +1,102 @@
+//! Redis liveness store: `{prefix}:live:{workspace}:{runtime}` with a TTL per runtime, and
+//! `{prefix}:cancel:{workspace}:{runtime}` while a cancellation waits. Each call is one pipelined
+//! round trip however many runtimes it covers.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::Touched;
+use crate::ids::{RuntimeId, WorkspaceId};
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        // Short timeouts: when Redis is down, heartbeats fall back to Postgres quickly instead of
+        // waiting on a dead connection.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_millis(500))
+            .set_response_timeout(Duration::from_millis(500))
+            .set_number_of_retries(1)
+            .set_max_delay(200);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self { conn, prefix: prefix.to_owned() })
+    }
+
+    fn live_key(&self, ws: WorkspaceId, id: RuntimeId) -> String {
+        format!("{}:live:{}:{}", self.prefix, ws, id)
+    }
+
+    fn cancel_key(&self, ws: WorkspaceId, id: RuntimeId) -> String {
+        format!("{}:cancel:{}:{}", self.prefix, ws, id)
+    }
+
+    pub async fn touch(&self, ws: WorkspaceId, ids: &[RuntimeId], ttl: Duration) -> anyhow::Result<Vec<Touched>> {
+        let mut pipe = redis::pipe();
+        for &id in ids {
+            // SET … GET returns the previous value: present means the runtime was alive.
+            pipe.cmd("SET")
+                .arg(self.live_key(ws, id))
+                .arg(1)
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .arg("GET");
+            pipe.cmd("GETDEL").arg(self.cancel_key(ws, id));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(replies
+            .chunks(2)
+            .map(|pair| Touched { was_alive: pair[0].is_some(), cancel_waiting: pair[1].is_some() })
+            .collect())
+    }
+
+    pub async fn alive(&self, ids: &[(WorkspaceId, RuntimeId)]) -> anyhow::Result<Vec<bool>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for &(ws, id) in ids {
+            pipe.cmd("EXISTS").arg(self.live_key(ws, id));
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(replies.into_iter().map(|n| n > 0).collect())
+    }
+
+    pub async fn forget(&self, ids: &[(WorkspaceId, RuntimeId)]) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("DEL");
+        for &(ws, id) in ids {
+            cmd.arg(self.live_key(ws, id)).arg(self.cancel_key(ws, id));
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = cmd.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    pub async fn flag_cancel(&self, ws: WorkspaceId, id: RuntimeId, ttl: Duration) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.cancel_key(ws, id))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+}

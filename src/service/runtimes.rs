@@ -1,0 +1,154 @@
+//! Runtime use cases: register, heartbeat, deregister (going offline).
+
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::{commit, refresh_agents, tasks::fail_tasks_of_runtimes};
+use crate::db;
+use crate::db::events::NewEvent;
+use crate::db::runtimes::{NewRuntime, Registered};
+use crate::db::tasks::CancelNotice;
+use crate::error::ApiResult;
+use crate::events;
+use crate::ids::{RuntimeId, WorkspaceId};
+use crate::state::App;
+
+/// Registers a runtime; returns it and whether it was created now.
+pub async fn register(app: &App, new: &NewRuntime<'_>) -> ApiResult<(Registered, bool)> {
+    let mut tx = app.pool.begin().await?;
+    let reg = db::runtimes::register(&mut tx, new).await?;
+    let mut evs = Vec::new();
+    let extra = json!({ "daemon_id": new.daemon_id, "provider": new.provider });
+    match reg.was_status.as_deref() {
+        None => evs.push(events::runtime("runtime.registered", new.workspace, reg.id, extra)),
+        Some("offline") => {
+            evs.push(events::runtime("runtime.online", new.workspace, reg.id, extra));
+            let agents = db::agents::of_runtimes(&mut tx, &[reg.id]).await?;
+            refresh_agents(&mut tx, &agents, &mut evs).await?;
+        }
+        Some(_) => {}
+    }
+    commit(app, tx, evs).await?;
+    let created = reg.was_status.is_none();
+    if let Err(e) = app.live.touch(new.workspace, &[reg.id]).await {
+        tracing::warn!(error = %e, "liveness store unavailable at registration");
+    }
+    Ok((reg, created))
+}
+
+#[derive(Debug, Serialize)]
+pub struct RuntimeState {
+    pub runtime_id: RuntimeId,
+    /// `online`, or `unknown` for an id this workspace does not have (the daemon should register).
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeartbeatReply {
+    pub runtimes: Vec<RuntimeState>,
+    pub cancel: Vec<CancelNotice>,
+}
+
+/// A heartbeat for some runtimes. Hot path: one liveness-store round trip. Postgres is read only
+/// for runtimes the store did not know as alive (new, revived, or foreign ids), and for waiting
+/// cancellations; if the store fails, heartbeats write `last_seen_at` to Postgres directly.
+pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResult<HeartbeatReply> {
+    metrics::counter!("paddock_heartbeats_total").increment(ids.len() as u64);
+    let (touched, fallback) = match app.live.touch(ws, ids).await {
+        Ok(t) => (t, false),
+        Err(e) => {
+            tracing::warn!(error = %e, "liveness store failed; heartbeat falls back to Postgres");
+            metrics::counter!("paddock_liveness_errors_total", "op" => "touch").increment(1);
+            metrics::counter!("paddock_liveness_fallbacks_total", "op" => "heartbeat").increment(1);
+            (vec![Default::default(); ids.len()], true)
+        }
+    };
+    let mut states: Vec<RuntimeState> =
+        ids.iter().map(|&id| RuntimeState { runtime_id: id, status: "online" }).collect();
+    let to_check: Vec<RuntimeId> = ids.iter().zip(&touched).filter(|(_, t)| !t.was_alive).map(|(id, _)| *id).collect();
+    let want_cancels: Vec<RuntimeId> =
+        ids.iter().zip(&touched).filter(|(_, t)| fallback || t.cancel_waiting).map(|(id, _)| *id).collect();
+    if to_check.is_empty() && want_cancels.is_empty() {
+        return Ok(HeartbeatReply { runtimes: states, cancel: Vec::new() });
+    }
+
+    let mut tx = app.pool.begin().await?;
+    let mut evs = Vec::new();
+    let mut unknown = Vec::new();
+    if !to_check.is_empty() {
+        let known = db::runtimes::statuses(&mut tx, ws, &to_check).await?;
+        for (id, state) in ids.iter().zip(states.iter_mut()) {
+            if to_check.contains(id) && !known.iter().any(|k| k.id == *id) {
+                state.status = "unknown";
+                unknown.push((ws, *id));
+            }
+        }
+        let offline: Vec<RuntimeId> = known.iter().filter(|k| k.status == "offline").map(|k| k.id).collect();
+        if !offline.is_empty() {
+            revive(&mut tx, ws, &offline, &mut evs).await?;
+        }
+        if fallback {
+            let live: Vec<RuntimeId> = known.iter().map(|k| k.id).collect();
+            let now = vec![chrono::Utc::now(); live.len()];
+            db::runtimes::flush_last_seen(&mut tx, &live, &now).await?;
+        }
+    }
+    let known_cancels: Vec<RuntimeId> =
+        want_cancels.into_iter().filter(|id| !unknown.iter().any(|(_, u)| u == id)).collect();
+    let cancel = if known_cancels.is_empty() {
+        Vec::new()
+    } else {
+        db::tasks::take_cancels(&mut tx, &known_cancels).await?
+    };
+    commit(app, tx, evs).await?;
+    if !unknown.is_empty() && !fallback {
+        let _ = app.live.forget(&unknown).await;
+    }
+    Ok(HeartbeatReply { runtimes: states, cancel })
+}
+
+/// Brings offline runtimes back online, with their events and agents' statuses.
+async fn revive(conn: &mut PgConnection, ws: WorkspaceId, ids: &[RuntimeId], evs: &mut Vec<NewEvent>) -> ApiResult<()> {
+    let changed = db::runtimes::mark_online(conn, ws, ids).await?;
+    let changed_ids: Vec<RuntimeId> = changed.iter().map(|c| c.id).collect();
+    for c in &changed {
+        evs.push(events::runtime("runtime.online", c.workspace_id, c.id, json!({})));
+    }
+    let agents = db::agents::of_runtimes(conn, &changed_ids).await?;
+    refresh_agents(conn, &agents, evs).await
+}
+
+/// Takes runtimes that were just marked offline through the consequences: their active tasks fail
+/// with `runtime_offline` (retried when attempts are left), their agents go offline.
+pub async fn after_offline(
+    conn: &mut PgConnection,
+    app: &App,
+    changed: &[db::runtimes::Changed],
+    evs: &mut Vec<NewEvent>,
+) -> ApiResult<()> {
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<RuntimeId> = changed.iter().map(|c| c.id).collect();
+    for c in changed {
+        evs.push(events::runtime("runtime.offline", c.workspace_id, c.id, json!({})));
+    }
+    fail_tasks_of_runtimes(conn, app.backoff(), None, &ids, evs).await?;
+    let agents = db::agents::of_runtimes(conn, &ids).await?;
+    refresh_agents(conn, &agents, evs).await
+}
+
+/// Deregisters runtimes: offline now. Returns the ids that were online.
+pub async fn deregister(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResult<Vec<RuntimeId>> {
+    let mut tx = app.pool.begin().await?;
+    let changed = db::runtimes::mark_offline(&mut tx, ws, ids).await?;
+    let mut evs = Vec::new();
+    after_offline(&mut tx, app, &changed, &mut evs).await?;
+    commit(app, tx, evs).await?;
+    let keys: Vec<(WorkspaceId, RuntimeId)> = ids.iter().map(|&id| (ws, id)).collect();
+    if let Err(e) = app.live.forget(&keys).await {
+        tracing::warn!(error = %e, "could not drop liveness keys at deregistration");
+    }
+    Ok(changed.into_iter().map(|c| c.id).collect())
+}

@@ -1,0 +1,323 @@
+//! Task use cases: enqueue, cancel, claim, and the fenced daemon reports.
+
+use chrono::Utc;
+use serde_json::json;
+use sqlx::PgConnection;
+
+use super::{commit, refresh_agents};
+use crate::db;
+use crate::db::events::NewEvent;
+use crate::db::tasks::{CancelNotice, Claimed, EndAttempt, NewTask, Task};
+use crate::domain::retry::{AfterFailure, Backoff};
+use crate::domain::task::{Decision, FailureReason, ReportAction, TaskStatus, TaskView, decide};
+use crate::domain::values::JsonObject;
+use crate::error::{ApiError, ApiResult};
+use crate::events;
+use crate::ids::{AgentId, AttemptId, RuntimeId, TaskId, WorkspaceId};
+use crate::state::App;
+
+pub struct Enqueue<'a> {
+    pub agent: AgentId,
+    pub payload: &'a JsonObject,
+    pub priority: i32,
+    pub max_attempts: i32,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Enqueues a task; returns it and whether it was created now (false: idempotency key reused).
+pub async fn enqueue(app: &App, ws: WorkspaceId, req: &Enqueue<'_>) -> ApiResult<(Task, bool)> {
+    let mut tx = app.pool.begin().await?;
+    if let Some(key) = req.idempotency_key
+        && let Some(existing) = db::tasks::get_by_key(&mut tx, ws, key).await?
+    {
+        return Ok((existing, false));
+    }
+    let agent = db::agents::for_enqueue(&mut tx, req.agent, ws)
+        .await?
+        .ok_or(ApiError::NotFound("agent"))?;
+    if agent.archived_at.is_some() {
+        return Err(ApiError::Conflict("the agent is archived".into()));
+    }
+    if agent.runtime_status != "online" {
+        return Err(ApiError::RuntimeOffline(agent.runtime_id.to_string()));
+    }
+    let new = NewTask {
+        workspace: ws,
+        agent: req.agent,
+        runtime: agent.runtime_id,
+        priority: req.priority,
+        payload: req.payload,
+        max_attempts: req.max_attempts,
+        idempotency_key: req.idempotency_key,
+    };
+    let Some(task) = db::tasks::insert(&mut tx, &new).await? else {
+        // Lost a race on the idempotency key: the other insert has committed.
+        drop(tx);
+        let mut conn = app.pool.acquire().await?;
+        let key = req.idempotency_key.unwrap_or_default();
+        let existing = db::tasks::get_by_key(&mut conn, ws, key)
+            .await?
+            .ok_or_else(|| ApiError::Conflict("idempotency key in use".into()))?;
+        return Ok((existing, false));
+    };
+    let evs = vec![events::task("task.queued", &task)];
+    commit(app, tx, evs).await?;
+    Ok((task, true))
+}
+
+/// Cancels a queued, dispatched or running task. Cancelling a cancelled task answers its state.
+pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> ApiResult<Task> {
+    let mut tx = app.pool.begin().await?;
+    let task = db::tasks::lock(&mut tx, id, ws).await?.ok_or(ApiError::NotFound("task"))?;
+    let status = parse_status(&task)?;
+    if status == TaskStatus::Cancelled {
+        return Ok(task);
+    }
+    if status.is_terminal() {
+        return Err(ApiError::InvalidTransition(format!("cannot cancel a {} task", task.status)));
+    }
+    let mut evs = Vec::new();
+    let from = [status.as_str().to_owned()];
+    let end = EndAttempt {
+        id,
+        attempt_id: task.attempt_id,
+        status: "cancelled",
+        failure_reason: Some(FailureReason::Cancelled.as_str()),
+        error: None,
+        run_after: None,
+        cancel_pending: status.is_active(),
+        from: &from,
+    };
+    let updated = db::tasks::end_attempt(&mut tx, &end).await?.ok_or_else(lost_race)?;
+    if status.is_active() {
+        db::tasks::insert_attempt(&mut tx, &task, "cancelled", Some("cancelled"), None).await?;
+        refresh_agents(&mut tx, &[task.agent_id], &mut evs).await?;
+    }
+    evs.insert(0, events::task("task.cancelled", &updated));
+    commit(app, tx, evs).await?;
+    if status.is_active()
+        && let Err(e) = app.live.flag_cancel(ws, task.runtime_id).await
+    {
+        // The claim response still carries it (it reads Postgres), and later reports get 409.
+        tracing::warn!(error = %e, "could not flag cancellation in the liveness store");
+        metrics::counter!("paddock_liveness_errors_total", "op" => "flag_cancel").increment(1);
+    }
+    Ok(updated)
+}
+
+pub struct ClaimResult {
+    pub tasks: Vec<Claimed>,
+    pub cancel: Vec<CancelNotice>,
+}
+
+/// One claim attempt (no waiting): dispatches up to `max` tasks of the runtime's agents.
+pub async fn claim(app: &App, ws: WorkspaceId, runtime: RuntimeId, max: i64) -> ApiResult<ClaimResult> {
+    let mut tx = app.pool.begin().await?;
+    db::runtimes::lock_for_claim(&mut tx, runtime).await?;
+    let slots = db::runtimes::claim_slots(&mut tx, runtime, ws)
+        .await?
+        .ok_or(ApiError::NotFound("runtime"))?;
+    if slots.status != "online" {
+        return Err(ApiError::RuntimeOffline(runtime.to_string()));
+    }
+    let n = max.min(slots.free);
+    let claimed = if n > 0 { db::tasks::claim(&mut tx, runtime, n).await? } else { Vec::new() };
+    let mut evs: Vec<NewEvent> = claimed.iter().map(dispatched_event).collect();
+    if !claimed.is_empty() {
+        let mut agents: Vec<AgentId> = claimed.iter().map(|c| c.agent_id).collect();
+        agents.sort();
+        agents.dedup();
+        for change in db::tasks::mark_agents_working(&mut tx, &agents).await? {
+            if change.was != "working" {
+                evs.push(events::agent(
+                    "agent.status",
+                    change.workspace_id,
+                    change.id,
+                    json!({ "status": "working" }),
+                ));
+            }
+        }
+    }
+    let cancel = db::tasks::take_cancels(&mut tx, &[runtime]).await?;
+    commit(app, tx, evs).await?;
+    Ok(ClaimResult { tasks: claimed, cancel })
+}
+
+fn dispatched_event(c: &Claimed) -> NewEvent {
+    NewEvent {
+        workspace: c.workspace_id,
+        kind: "task.dispatched",
+        subject: c.id.0,
+        payload: json!({
+            "task_id": c.id,
+            "agent_id": c.agent_id,
+            "runtime_id": c.runtime_id,
+            "status": "dispatched",
+            "attempt": c.attempt,
+            "attempt_id": c.attempt_id,
+            "priority": c.priority,
+        }),
+    }
+}
+
+/// A daemon's report about one attempt.
+#[derive(Debug, Clone)]
+pub enum Report {
+    Start,
+    Progress(JsonObject),
+    Complete(JsonObject),
+    Fail { error: String, retryable: bool },
+}
+
+impl Report {
+    pub fn action(&self) -> ReportAction {
+        match self {
+            Self::Start => ReportAction::Start,
+            Self::Progress(_) => ReportAction::Progress,
+            Self::Complete(_) => ReportAction::Complete,
+            Self::Fail { .. } => ReportAction::Fail,
+        }
+    }
+}
+
+/// Applies one report inside the caller's transaction (fenced by the attempt id); events are
+/// appended to `evs`. A refused report writes nothing.
+pub async fn apply_report(
+    conn: &mut PgConnection,
+    backoff: Backoff,
+    ws: WorkspaceId,
+    id: TaskId,
+    attempt: AttemptId,
+    report: &Report,
+    evs: &mut Vec<NewEvent>,
+) -> ApiResult<Task> {
+    let task = db::tasks::lock(conn, id, ws).await?.ok_or(ApiError::NotFound("task"))?;
+    let status = parse_status(&task)?;
+    let reported_attempt_outcome = if status == TaskStatus::Queued && task.attempt_id == Some(attempt) {
+        db::tasks::attempt_outcome(conn, attempt).await?.as_deref().and_then(TaskStatus::parse)
+    } else {
+        None
+    };
+    let view = TaskView {
+        status,
+        attempt_id: task.attempt_id,
+        started: task.started_at.is_some(),
+        reported_attempt_outcome,
+    };
+    match decide(&view, attempt, report.action()) {
+        Decision::Superseded => return Err(ApiError::AttemptSuperseded(attempt.to_string())),
+        Decision::Invalid => {
+            return Err(ApiError::InvalidTransition(format!(
+                "cannot {} a {} task",
+                report.action().as_str(),
+                task.status
+            )));
+        }
+        Decision::AlreadyApplied => return Ok(task),
+        Decision::Apply => {}
+    }
+    let updated = match report {
+        Report::Start => {
+            let t = db::tasks::start(conn, id, attempt).await?.ok_or_else(lost_race)?;
+            evs.push(events::task("task.running", &t));
+            t
+        }
+        Report::Progress(p) => {
+            let t = db::tasks::progress(conn, id, attempt, p).await?.ok_or_else(lost_race)?;
+            evs.push(events::task_progress(&t));
+            t
+        }
+        Report::Complete(result) => {
+            let t = db::tasks::complete(conn, id, attempt, result).await?.ok_or_else(lost_race)?;
+            db::tasks::insert_attempt(conn, &task, "completed", None, None).await?;
+            evs.push(events::task("task.completed", &t));
+            refresh_agents(conn, &[t.agent_id], evs).await?;
+            t
+        }
+        Report::Fail { error, retryable } => {
+            fail_active(conn, backoff, &task, FailureReason::AgentError, Some(error), *retryable, evs).await?
+        }
+    };
+    Ok(updated)
+}
+
+/// Ends the current attempt of an active (dispatched or running) task as failed: back to the queue
+/// after a backoff when attempts are left and the failure is retryable, else `failed` for good.
+/// Shared by daemon reports, deregistration and the sweepers.
+pub async fn fail_active(
+    conn: &mut PgConnection,
+    backoff: Backoff,
+    task: &Task,
+    reason: FailureReason,
+    error: Option<&str>,
+    retryable: bool,
+    evs: &mut Vec<NewEvent>,
+) -> ApiResult<Task> {
+    let from = ["dispatched".to_owned(), "running".to_owned()];
+    let after = backoff.after_failure(reason, retryable, task.attempt, task.max_attempts);
+    let (status, failure_reason, run_after, kind) = match after {
+        AfterFailure::Requeue { delay } => {
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            ("queued", None, Some(at), "task.requeued")
+        }
+        AfterFailure::Fail => ("failed", Some(reason.as_str()), None, "task.failed"),
+    };
+    let end = EndAttempt {
+        id: task.id,
+        attempt_id: task.attempt_id,
+        status,
+        failure_reason,
+        error,
+        run_after,
+        cancel_pending: false,
+        from: &from,
+    };
+    let updated = db::tasks::end_attempt(conn, &end).await?.ok_or_else(lost_race)?;
+    db::tasks::insert_attempt(conn, task, "failed", Some(reason.as_str()), error).await?;
+    let mut ev = events::task(kind, &updated);
+    if let Some(p) = ev.payload.as_object_mut() {
+        p.insert("reason".into(), json!(reason.as_str()));
+        p.insert("error".into(), json!(error));
+    }
+    evs.push(ev);
+    refresh_agents(conn, &[task.agent_id], evs).await?;
+    Ok(updated)
+}
+
+/// Fails every dispatched/running task of these runtimes (they went offline).
+pub async fn fail_tasks_of_runtimes(
+    conn: &mut PgConnection,
+    backoff: Backoff,
+    ws: Option<WorkspaceId>,
+    runtimes: &[RuntimeId],
+    evs: &mut Vec<NewEvent>,
+) -> ApiResult<usize> {
+    let ids = db::tasks::active_of_runtimes(conn, runtimes).await?;
+    let mut n = 0;
+    for id in ids {
+        let Some(task) = lock_any(conn, id, ws).await? else { continue };
+        if parse_status(&task)?.is_active() {
+            fail_active(conn, backoff, &task, FailureReason::RuntimeOffline, None, true, evs).await?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+async fn lock_any(conn: &mut PgConnection, id: TaskId, ws: Option<WorkspaceId>) -> ApiResult<Option<Task>> {
+    match ws {
+        Some(ws) => Ok(db::tasks::lock(conn, id, ws).await?),
+        None => Ok(db::tasks::lock_by_id(conn, id).await?),
+    }
+}
+
+fn parse_status(task: &Task) -> ApiResult<TaskStatus> {
+    TaskStatus::parse(&task.status)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown task status {}", task.status)))
+}
+
+/// The row was locked by this transaction, so a fenced update cannot miss it; if it does, the
+/// invariant broke and the transaction is abandoned.
+fn lost_race() -> ApiError {
+    ApiError::Internal(anyhow::anyhow!("fenced task update matched no row while holding its lock"))
+}

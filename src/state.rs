@@ -1,0 +1,38 @@
+//! Shared application state: `AppState(Arc<App>)`, cheap to clone into every handler.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::domain::retry::Backoff;
+use crate::events::Hub;
+use crate::live::Liveness;
+
+pub struct App {
+    pub pool: PgPool,
+    pub settings: Settings,
+    /// SHA-256 of the admin token, if one is configured.
+    pub admin_digest: Option<[u8; 32]>,
+    pub live: Arc<Liveness>,
+    pub hub: Arc<Hub>,
+    pub shutdown: CancellationToken,
+}
+
+impl App {
+    pub fn backoff(&self) -> Backoff {
+        Backoff { base: self.settings.retry_backoff_base, max: self.settings.retry_backoff_max }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
