@@ -18,7 +18,7 @@ pub use postgres::{PgOptions, PrivatePostgres};
 pub use redis::{PrivateRedis, RedisOptions};
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -53,12 +53,9 @@ pub enum EmbeddedError {
     )]
     NotTraversable { dir: PathBuf, user: String },
 
-    #[error("could not {action} {path}: {error}; check that the path exists and is writable")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    /// (what we were doing, the path, the error)
+    #[error("could not {0} {1}: {2}; check its permissions and the free space there")]
+    Io(&'static str, PathBuf, std::io::Error),
 
     #[error(
         "{what} failed ({status}); fix the cause shown in its log {log}, or use an external server (DATABASE_URL / REDIS_URL):\n{tail}"
@@ -119,16 +116,9 @@ impl EmbeddedError {
 }
 
 /// Builds the `map_err` closure for an I/O failure on `path`.
-pub(crate) fn io_err(
-    action: &'static str,
-    path: &Path,
-) -> impl FnOnce(std::io::Error) -> EmbeddedError {
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> EmbeddedError {
     let path = path.to_path_buf();
-    move |error| EmbeddedError::Io {
-        action,
-        path,
-        error,
-    }
+    move |error| EmbeddedError::Io(action, path, error)
 }
 
 /// A port that was free a moment ago. The server may still lose a race for
@@ -391,15 +381,11 @@ pub(crate) async fn lock_exclusive(path: &Path) -> Result<File, EmbeddedError> {
         .write(true)
         .open(path)
         .map_err(io_err("open lock file", path))?;
-    let owned = path.to_path_buf();
-    tokio::task::spawn_blocking(move || file.lock().map(|()| file))
-        .await
-        .map_err(|e| EmbeddedError::Io {
-            action: "lock",
-            path: owned.clone(),
-            error: std::io::Error::other(e),
-        })?
-        .map_err(io_err("lock", &owned))
+    let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file)).await;
+    locked
+        .map_err(io::Error::other)
+        .flatten()
+        .map_err(io_err("lock", path))
 }
 
 /// Executable regular file (symlinks followed)?
@@ -417,17 +403,20 @@ pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     /// A fresh, unique directory path under the system temp dir (not created).
     pub fn scratch_dir(tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        std::env::temp_dir().join(format!(
-            "paddock-embedded-{tag}-{}-{nanos}",
-            std::process::id()
-        ))
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let (pid, nanos) = (std::process::id(), now.map(|d| d.as_nanos()).unwrap_or(0));
+        std::env::temp_dir().join(format!("paddock-embedded-{tag}-{pid}-{nanos}"))
+    }
+
+    /// Removes a scratch dir with its `.lock` and `.log` siblings.
+    pub fn remove_scratch(dir: &Path) {
+        let _ = std::fs::remove_dir_all(dir);
+        for ext in ["lock", "log"] {
+            let _ = std::fs::remove_file(super::sibling(dir, ext));
+        }
     }
 }

@@ -181,7 +181,8 @@ impl PrivatePostgres {
     async fn launch(&mut self, fixed_port: Option<u16>) -> Result<(), EmbeddedError> {
         const ATTEMPTS: u64 = 5;
         for attempt in 1..=ATTEMPTS {
-            if let Some((pid, port)) = running_postmaster(&self.opts.data_dir).await {
+            let adopted = running_postmaster(&self.opts.data_dir).await;
+            if let Some((pid, port)) = adopted {
                 let data_dir = self.opts.data_dir.display();
                 tracing::info!(pid, port, %data_dir, "adopting running PostgreSQL");
                 (self.postmaster, self.port) = (ServerProcess::adopted(pid), port);
@@ -189,24 +190,17 @@ impl PrivatePostgres {
                 self.port = fixed_port.map_or_else(free_port, Ok)?;
                 self.spawn()?;
             }
-            let port = self.port;
-            let probe = || async move { can_connect(port).await };
-            let log = &self.log_path;
-            let ready = wait_ready(
-                "PostgreSQL",
-                &mut self.postmaster,
-                port,
-                log,
-                READY_TIMEOUT,
-                probe,
-            );
+            let (port, log, limit) = (self.port, &self.log_path, READY_TIMEOUT);
+            let ready = wait_ready("PostgreSQL", &mut self.postmaster, port, log, limit, || {
+                can_connect(port)
+            });
             match ready.await {
                 Err(e @ EmbeddedError::StartFailed { .. }) if attempt < ATTEMPTS => {
                     tracing::warn!(attempt, error = %e, "private PostgreSQL failed to start; retrying");
                     tokio::time::sleep(Duration::from_millis(300 * attempt)).await;
                 }
-                Err(e @ EmbeddedError::Timeout { .. }) => {
-                    // Don't leave a half-started server holding the data dir.
+                Err(e @ EmbeddedError::Timeout { .. }) if adopted.is_none() => {
+                    // Don't leave a server we started half-up on the data dir.
                     let _ = self.postmaster.kill("PostgreSQL").await;
                     return Err(e);
                 }
@@ -355,24 +349,20 @@ pub fn find_bin_dir() -> Result<PathBuf, EmbeddedError> {
             return Ok(dir);
         }
     }
-    // Version directories are "15", "16", or "9.6" for old ones.
-    let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+    // Debian-style layout; version directories are "15", "16", ...
+    let versions = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let version = name
-                .split('.')
-                .map(str::parse)
-                .collect::<Result<Vec<u32>, _>>();
-            Some((version.ok()?, entry.path().join("bin")))
+        .flatten();
+    versions
+        .filter_map(|e| {
+            Some((
+                e.file_name().to_str()?.parse::<u32>().ok()?,
+                e.path().join("bin"),
+            ))
         })
         .filter(|(_, dir)| complete(dir))
-        .collect();
-    versions.sort();
-    versions
-        .pop()
+        .max_by_key(|(version, _)| *version)
         .map(|(_, dir)| dir)
         .ok_or(EmbeddedError::NoPostgres)
 }
@@ -440,24 +430,20 @@ fn looks_like_postgres(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedded::test_support::scratch_dir;
+    use crate::embedded::test_support::{remove_scratch, scratch_dir};
 
-    async fn select_one(url: &str) -> Result<i32, sqlx::Error> {
+    /// Runs `SELECT 1` at `url` and checks the answer.
+    async fn select_one(url: &str) -> Result<(), sqlx::Error> {
         let mut conn = PgConnection::connect(url).await?;
         let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await?;
-        conn.close().await?;
-        Ok(one)
-    }
-
-    fn cleanup(data_dir: &Path) {
-        let _ = std::fs::remove_dir_all(data_dir);
-        let _ = std::fs::remove_file(sibling(data_dir, "log"));
-        let _ = std::fs::remove_file(sibling(data_dir, "lock"));
+        assert_eq!(one, 1);
+        conn.close().await
     }
 
     fn opts(data_dir: &Path) -> PgOptions {
+        let data_dir = data_dir.to_path_buf();
         PgOptions {
-            data_dir: data_dir.to_path_buf(),
+            data_dir,
             fast_unsafe: true,
             max_connections: 50,
         }
@@ -469,63 +455,49 @@ mod tests {
         let mut pg = PrivatePostgres::start(opts(&data_dir))
             .await
             .expect("start");
-        assert_eq!(select_one(&pg.url()).await.expect("SELECT 1"), 1);
         assert!(pg.url().ends_with("/paddock"));
+        select_one(&pg.url()).await.expect("SELECT 1");
 
         let port = pg.port();
         pg.kill().await.expect("kill");
         assert!(
             select_one(&pg.url()).await.is_err(),
-            "killed server still answers"
+            "killed server answers"
         );
         pg.restart().await.expect("restart");
         assert_eq!(pg.port(), port);
-        assert_eq!(
-            select_one(&pg.url_for("postgres")).await.expect("SELECT 1"),
-            1
-        );
+        select_one(&pg.url_for("postgres"))
+            .await
+            .expect("SELECT 1 after restart");
 
         pg.stop().await.expect("stop");
-        assert!(
-            !data_dir.join("postmaster.pid").exists(),
-            "stop was not clean"
-        );
-        cleanup(&data_dir);
+        assert!(!data_dir.join("postmaster.pid").exists(), "unclean stop");
+        remove_scratch(&data_dir);
     }
 
     #[tokio::test]
     async fn start_shared_is_detached_and_adopted() {
         let data_dir = scratch_dir("pg-shared");
+        let start = || PrivatePostgres::start_shared(opts(&data_dir));
         // Concurrent callers must end up on one cluster.
-        let (a, b) = tokio::join!(
-            PrivatePostgres::start_shared(opts(&data_dir)),
-            PrivatePostgres::start_shared(opts(&data_dir))
-        );
-        let (a, b) = (
-            a.expect("first start_shared"),
-            b.expect("second start_shared"),
-        );
+        let (a, b) = tokio::join!(start(), start());
+        let (a, b) = (a.expect("first start"), b.expect("second start"));
         assert_eq!(a.port(), b.port());
         let (port, pid) = (a.port(), a.postmaster.pid());
-        drop(a);
-        drop(b);
+        drop((a, b));
 
         // Dropping detached handles left it running; a new handle adopts it.
-        let again = PrivatePostgres::start_shared(opts(&data_dir))
-            .await
-            .expect("adopt");
+        let again = start().await.expect("adopt");
         assert_eq!((again.port(), again.postmaster.pid()), (port, pid));
-        assert_eq!(select_one(&again.url()).await.expect("SELECT 1"), 1);
+        select_one(&again.url()).await.expect("SELECT 1");
         again.stop().await.expect("stop adopted");
 
         // A leftover postmaster.pid naming a dead process must not block start.
-        std::fs::write(data_dir.join("postmaster.pid"), "999999999\n/x\n0\n1\n")
-            .expect("fake pid file");
-        let fresh = PrivatePostgres::start_shared(opts(&data_dir))
-            .await
-            .expect("start over stale pid");
-        assert_eq!(select_one(&fresh.url()).await.expect("SELECT 1"), 1);
+        let pid_file = data_dir.join("postmaster.pid");
+        std::fs::write(pid_file, "999999999\n/x\n0\n1\n").expect("fake pid file");
+        let fresh = start().await.expect("start over a stale pid file");
+        select_one(&fresh.url()).await.expect("SELECT 1");
         fresh.stop().await.expect("stop");
-        cleanup(&data_dir);
+        remove_scratch(&data_dir);
     }
 }

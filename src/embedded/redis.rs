@@ -208,12 +208,7 @@ async fn ping(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedded::test_support::scratch_dir;
-
-    fn cleanup(dir: &Path) {
-        let _ = std::fs::remove_dir_all(dir);
-        let _ = std::fs::remove_file(sibling(dir, "lock"));
-    }
+    use crate::embedded::test_support::{remove_scratch, scratch_dir};
 
     #[tokio::test]
     async fn start_ping_stop_start_again() {
@@ -238,7 +233,7 @@ mod tests {
             dropped.wait_exit(Duration::from_secs(5)).await,
             "not killed on drop"
         );
-        cleanup(&dir);
+        remove_scratch(&dir);
     }
 
     #[tokio::test]
@@ -256,6 +251,6 @@ mod tests {
         assert_eq!((second.port(), second.server.pid()), (port, pid));
         second.stop().await.expect("stop adopted");
         assert!(!ping(port).await);
-        cleanup(&dir);
+        remove_scratch(&dir);
     }
 }
