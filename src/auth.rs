@@ -34,8 +34,14 @@ fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub enum Caller {
     Admin,
-    Member { workspace: WorkspaceId, token: TokenId },
-    Daemon { workspace: WorkspaceId, token: TokenId },
+    Member {
+        workspace: WorkspaceId,
+        token: TokenId,
+    },
+    Daemon {
+        workspace: WorkspaceId,
+        token: TokenId,
+    },
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -56,10 +62,16 @@ fn url_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-pub async fn authenticate(state: &AppState, parts: &Parts, allow_query: bool) -> Result<Caller, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    parts: &Parts,
+    allow_query: bool,
+) -> Result<Caller, ApiError> {
     let token = match bearer(parts) {
         Some(t) => t.to_owned(),
-        None if allow_query => query_token(parts).ok_or(ApiError::Unauthorized("missing bearer token"))?,
+        None if allow_query => {
+            query_token(parts).ok_or(ApiError::Unauthorized("missing bearer token"))?
+        }
         None => return Err(ApiError::Unauthorized("missing bearer token")),
     };
     let d = digest(&token);
@@ -73,8 +85,14 @@ pub async fn authenticate(state: &AppState, parts: &Parts, allow_query: bool) ->
         .await?
         .ok_or(ApiError::Unauthorized("invalid or revoked token"))?;
     Ok(match found.kind.as_str() {
-        "member" => Caller::Member { workspace: found.workspace_id, token: found.id },
-        _ => Caller::Daemon { workspace: found.workspace_id, token: found.id },
+        "member" => Caller::Member {
+            workspace: found.workspace_id,
+            token: found.id,
+        },
+        _ => Caller::Daemon {
+            workspace: found.workspace_id,
+            token: found.id,
+        },
     })
 }
 
@@ -145,6 +163,9 @@ mod tests {
 
     #[test]
     fn query_token_is_percent_decoded() {
-        assert_eq!(url_param("a=1&token=pdk_ab%2Bc", "token").as_deref(), Some("pdk_ab+c"));
+        assert_eq!(
+            url_param("a=1&token=pdk_ab%2Bc", "token").as_deref(),
+            Some("pdk_ab+c")
+        );
     }
 }

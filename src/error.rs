@@ -108,7 +108,10 @@ impl ApiError {
             other => other.to_string(),
         };
         Problem {
-            type_: format!("https://paddock.dev/problems/{}", self.code().replace('_', "-")),
+            type_: format!(
+                "https://paddock.dev/problems/{}",
+                self.code().replace('_', "-")
+            ),
             title: self.title(),
             status: self.status().as_u16(),
             detail,
@@ -141,7 +144,9 @@ impl From<sqlx::Error> for ApiError {
         if let sqlx::Error::Database(db) = &err {
             match db.code().as_deref() {
                 // unique_violation
-                Some("23505") => return Self::Conflict("a resource with these values already exists".into()),
+                Some("23505") => {
+                    return Self::Conflict("a resource with these values already exists".into());
+                }
                 // check_violation, not_null_violation, string/numeric out of range
                 Some("23514") | Some("23502") | Some("22001") | Some("22003") => {
                     return Self::Validation(format!("value rejected: {}", db.message()));

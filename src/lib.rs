@@ -33,11 +33,13 @@ use crate::state::{App, AppState};
 
 /// Builds the application state: connects, migrates (unless told not to) and picks the liveness store.
 pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<AppState> {
-    settings.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
-    let url = settings
-        .database_url
-        .clone()
-        .context("no database URL: set DATABASE_URL (or let `paddock serve` start its embedded cluster)")?;
+    settings
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
+    let url = settings.database_url.clone().context(
+        "no database URL: set DATABASE_URL (or let `paddock serve` start its embedded cluster)",
+    )?;
     let pool = db::connect(&url, settings.db_pool_size)
         .await
         .context("cannot connect to PostgreSQL")?;
@@ -51,7 +53,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
                 .context("cannot connect to Redis")?,
         ),
         None => {
-            tracing::warn!("REDIS_URL not set: in-process liveness store, valid for a single replica only");
+            tracing::warn!(
+                "REDIS_URL not set: in-process liveness store, valid for a single replica only"
+            );
             Backend::Memory(live::memory::MemoryStore::default())
         }
     };
@@ -72,7 +76,11 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
 
 /// Serves on `listener` until `shutdown` is cancelled; in-flight requests finish, background loops
 /// stop, heartbeats are flushed once more.
-pub async fn serve(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let state = build(settings, shutdown.clone()).await?;
     let tracker = TaskTracker::new();
     tracker.spawn(live::flusher::run(

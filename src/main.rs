@@ -10,10 +10,19 @@ use paddock::Settings;
 use paddock::embedded::{PgOptions, PrivatePostgres};
 
 #[derive(Parser)]
-#[command(name = "paddock", version, about = "Control plane for AI-agent runtimes")]
+#[command(
+    name = "paddock",
+    version,
+    about = "Control plane for AI-agent runtimes"
+)]
 struct Cli {
     /// Log format: `pretty` for terminals, `json` for log shippers.
-    #[arg(long, env = "PADDOCK_LOG_FORMAT", default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        env = "PADDOCK_LOG_FORMAT",
+        default_value = "pretty",
+        global = true
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -65,8 +74,13 @@ async fn shutdown_signal(token: CancellationToken) {
 }
 
 async fn embedded_postgres(data_dir: &Path) -> anyhow::Result<PrivatePostgres> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let opts = PgOptions { data_dir: data_dir.join("pg"), fast_unsafe: false, max_connections: 200 };
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let opts = PgOptions {
+        data_dir: data_dir.join("pg"),
+        fast_unsafe: false,
+        max_connections: 200,
+    };
     tracing::info!(dir = %opts.data_dir.display(), "DATABASE_URL not set: starting the embedded PostgreSQL cluster");
     Ok(PrivatePostgres::start(opts).await?)
 }
@@ -88,7 +102,10 @@ fn embedded_admin_token(data_dir: &Path) -> anyhow::Result<String> {
         .open(&path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     std::io::Write::write_all(&mut f, token.as_bytes())?;
-    println!("\n  Admin token (shown once; also kept in {}):\n\n    {token}\n", path.display());
+    println!(
+        "\n  Admin token (shown once; also kept in {}):\n\n    {token}\n",
+        path.display()
+    );
     Ok(token)
 }
 
@@ -125,8 +142,13 @@ async fn run_migrate(database_url: Option<String>, data_dir: &Path) -> anyhow::R
             (pg.url(), Some(pg))
         }
     };
-    let pool = paddock::db::connect(&url, 2).await.context("cannot connect to PostgreSQL")?;
-    paddock::db::MIGRATOR.run(&pool).await.context("migrations failed")?;
+    let pool = paddock::db::connect(&url, 2)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    paddock::db::MIGRATOR
+        .run(&pool)
+        .await
+        .context("migrations failed")?;
     pool.close().await;
     println!("migrations applied");
     if let Some(pg) = embedded {
@@ -141,6 +163,9 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(cli.log_format);
     match cli.command {
         Command::Serve { settings } => run_serve(*settings).await,
-        Command::Migrate { database_url, data_dir } => run_migrate(database_url, &data_dir).await,
+        Command::Migrate {
+            database_url,
+            data_dir,
+        } => run_migrate(database_url, &data_dir).await,
     }
 }

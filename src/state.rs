@@ -23,7 +23,10 @@ pub struct App {
 
 impl App {
     pub fn backoff(&self) -> Backoff {
-        Backoff { base: self.settings.retry_backoff_base, max: self.settings.retry_backoff_max }
+        Backoff {
+            base: self.settings.retry_backoff_base,
+            max: self.settings.retry_backoff_max,
+        }
     }
 }
 

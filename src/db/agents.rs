@@ -49,7 +49,11 @@ pub async fn insert(conn: &mut PgConnection, new: &NewAgent<'_>) -> sqlx::Result
     .await
 }
 
-pub async fn get(conn: &mut PgConnection, id: AgentId, ws: WorkspaceId) -> sqlx::Result<Option<Agent>> {
+pub async fn get(
+    conn: &mut PgConnection,
+    id: AgentId,
+    ws: WorkspaceId,
+) -> sqlx::Result<Option<Agent>> {
     sqlx::query_file_as!(Agent, "queries/agents/get.sql", id.0, ws.0)
         .fetch_optional(conn)
         .await
@@ -99,7 +103,11 @@ pub async fn update(
     .await
 }
 
-pub async fn archive(conn: &mut PgConnection, id: AgentId, ws: WorkspaceId) -> sqlx::Result<Option<Agent>> {
+pub async fn archive(
+    conn: &mut PgConnection,
+    id: AgentId,
+    ws: WorkspaceId,
+) -> sqlx::Result<Option<Agent>> {
     sqlx::query_file_as!(Agent, "queries/agents/archive.sql", id.0, ws.0)
         .fetch_optional(conn)
         .await
@@ -143,7 +151,10 @@ pub struct StatusChange {
 }
 
 /// Locks the agents, then recomputes their status; returns those whose status changed.
-pub async fn refresh_status(conn: &mut PgConnection, ids: &[AgentId]) -> sqlx::Result<Vec<StatusChange>> {
+pub async fn refresh_status(
+    conn: &mut PgConnection,
+    ids: &[AgentId],
+) -> sqlx::Result<Vec<StatusChange>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -156,7 +167,10 @@ pub async fn refresh_status(conn: &mut PgConnection, ids: &[AgentId]) -> sqlx::R
         .await
 }
 
-pub async fn of_runtimes(conn: &mut PgConnection, runtimes: &[RuntimeId]) -> sqlx::Result<Vec<AgentId>> {
+pub async fn of_runtimes(
+    conn: &mut PgConnection,
+    runtimes: &[RuntimeId],
+) -> sqlx::Result<Vec<AgentId>> {
     sqlx::query_file_scalar!("queries/agents/of_runtimes.sql", &uuids(runtimes))
         .fetch_all(conn)
         .await

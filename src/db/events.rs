@@ -37,9 +37,15 @@ pub async fn insert(conn: &mut PgConnection, events: &[NewEvent]) -> sqlx::Resul
     let kinds: Vec<String> = events.iter().map(|e| e.kind.to_owned()).collect();
     let subjects: Vec<Uuid> = events.iter().map(|e| e.subject).collect();
     let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
-    let rows = sqlx::query_file!("queries/events/insert.sql", &ws, &kinds, &subjects, &payloads)
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query_file!(
+        "queries/events/insert.sql",
+        &ws,
+        &kinds,
+        &subjects,
+        &payloads
+    )
+    .fetch_all(conn)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|r| Event {
@@ -63,17 +69,33 @@ pub struct Position {
 }
 
 impl Position {
-    pub const START: Position = Position { xact_id: String::new(), id: 0, min_id: 0 };
+    pub const START: Position = Position {
+        xact_id: String::new(),
+        id: 0,
+        min_id: 0,
+    };
 }
 
 /// The position just after event `after` of the workspace.
-pub async fn position_after(conn: &mut PgConnection, ws: WorkspaceId, after: EventId) -> sqlx::Result<Position> {
+pub async fn position_after(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    after: EventId,
+) -> sqlx::Result<Position> {
     let xact = sqlx::query_file_scalar!("queries/events/position.sql", after, ws.0)
         .fetch_optional(conn)
         .await?;
     Ok(match xact {
-        Some(xact_id) => Position { xact_id, id: after, min_id: 0 },
-        None => Position { xact_id: "0".into(), id: 0, min_id: after },
+        Some(xact_id) => Position {
+            xact_id,
+            id: after,
+            min_id: 0,
+        },
+        None => Position {
+            xact_id: "0".into(),
+            id: 0,
+            min_id: after,
+        },
     })
 }
 
@@ -84,12 +106,27 @@ pub async fn list_after(
     pos: &Position,
     limit: i64,
 ) -> sqlx::Result<(Vec<Event>, Position)> {
-    let xact = if pos.xact_id.is_empty() { "0" } else { pos.xact_id.as_str() };
-    let rows = sqlx::query_file!("queries/events/list_after.sql", ws.0, xact, pos.id, pos.min_id, limit)
-        .fetch_all(conn)
-        .await?;
+    let xact = if pos.xact_id.is_empty() {
+        "0"
+    } else {
+        pos.xact_id.as_str()
+    };
+    let rows = sqlx::query_file!(
+        "queries/events/list_after.sql",
+        ws.0,
+        xact,
+        pos.id,
+        pos.min_id,
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
     let next = match rows.last() {
-        Some(r) => Position { xact_id: r.xact_id.clone(), id: r.id, min_id: pos.min_id },
+        Some(r) => Position {
+            xact_id: r.xact_id.clone(),
+            id: r.id,
+            min_id: pos.min_id,
+        },
         None => pos.clone(),
     };
     let events = rows

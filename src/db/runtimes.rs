@@ -56,7 +56,11 @@ pub async fn register(conn: &mut PgConnection, new: &NewRuntime<'_>) -> sqlx::Re
     .await
 }
 
-pub async fn get(conn: &mut PgConnection, id: RuntimeId, ws: WorkspaceId) -> sqlx::Result<Option<Runtime>> {
+pub async fn get(
+    conn: &mut PgConnection,
+    id: RuntimeId,
+    ws: WorkspaceId,
+) -> sqlx::Result<Option<Runtime>> {
     sqlx::query_file_as!(Runtime, "queries/runtimes/get.sql", id.0, ws.0)
         .fetch_optional(conn)
         .await
@@ -68,9 +72,15 @@ pub async fn list(
     after: Option<RuntimeId>,
     limit: i64,
 ) -> sqlx::Result<Vec<Runtime>> {
-    sqlx::query_file_as!(Runtime, "queries/runtimes/list.sql", ws.0, after.map(|a| a.0), limit)
-        .fetch_all(conn)
-        .await
+    sqlx::query_file_as!(
+        Runtime,
+        "queries/runtimes/list.sql",
+        ws.0,
+        after.map(|a| a.0),
+        limit
+    )
+    .fetch_all(conn)
+    .await
 }
 
 pub struct RuntimeStatus {
@@ -83,9 +93,14 @@ pub async fn statuses(
     ws: WorkspaceId,
     ids: &[RuntimeId],
 ) -> sqlx::Result<Vec<RuntimeStatus>> {
-    sqlx::query_file_as!(RuntimeStatus, "queries/runtimes/statuses.sql", ws.0, &uuids(ids))
-        .fetch_all(conn)
-        .await
+    sqlx::query_file_as!(
+        RuntimeStatus,
+        "queries/runtimes/statuses.sql",
+        ws.0,
+        &uuids(ids)
+    )
+    .fetch_all(conn)
+    .await
 }
 
 pub struct Changed {
@@ -98,9 +113,14 @@ pub async fn mark_online(
     ws: WorkspaceId,
     ids: &[RuntimeId],
 ) -> sqlx::Result<Vec<Changed>> {
-    sqlx::query_file_as!(Changed, "queries/runtimes/mark_online.sql", ws.0, &uuids(ids))
-        .fetch_all(conn)
-        .await
+    sqlx::query_file_as!(
+        Changed,
+        "queries/runtimes/mark_online.sql",
+        ws.0,
+        &uuids(ids)
+    )
+    .fetch_all(conn)
+    .await
 }
 
 pub async fn mark_offline(
@@ -108,9 +128,14 @@ pub async fn mark_offline(
     ws: WorkspaceId,
     ids: &[RuntimeId],
 ) -> sqlx::Result<Vec<Changed>> {
-    sqlx::query_file_as!(Changed, "queries/runtimes/mark_offline.sql", ws.0, &uuids(ids))
-        .fetch_all(conn)
-        .await
+    sqlx::query_file_as!(
+        Changed,
+        "queries/runtimes/mark_offline.sql",
+        ws.0,
+        &uuids(ids)
+    )
+    .fetch_all(conn)
+    .await
 }
 
 pub async fn flush_last_seen(

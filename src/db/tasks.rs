@@ -77,20 +77,32 @@ pub async fn insert(conn: &mut PgConnection, new: &NewTask<'_>) -> sqlx::Result<
     .await
 }
 
-pub async fn get_by_key(conn: &mut PgConnection, ws: WorkspaceId, key: &str) -> sqlx::Result<Option<Task>> {
+pub async fn get_by_key(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    key: &str,
+) -> sqlx::Result<Option<Task>> {
     sqlx::query_file_as!(Task, "queries/tasks/get_by_key.sql", ws.0, key)
         .fetch_optional(conn)
         .await
 }
 
-pub async fn get(conn: &mut PgConnection, id: TaskId, ws: WorkspaceId) -> sqlx::Result<Option<Task>> {
+pub async fn get(
+    conn: &mut PgConnection,
+    id: TaskId,
+    ws: WorkspaceId,
+) -> sqlx::Result<Option<Task>> {
     sqlx::query_file_as!(Task, "queries/tasks/get.sql", id.0, ws.0)
         .fetch_optional(conn)
         .await
 }
 
 /// Reads and locks a task for a state change in the current transaction.
-pub async fn lock(conn: &mut PgConnection, id: TaskId, ws: WorkspaceId) -> sqlx::Result<Option<Task>> {
+pub async fn lock(
+    conn: &mut PgConnection,
+    id: TaskId,
+    ws: WorkspaceId,
+) -> sqlx::Result<Option<Task>> {
     sqlx::query_file_as!(Task, "queries/tasks/lock.sql", id.0, ws.0)
         .fetch_optional(conn)
         .await
@@ -104,7 +116,11 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-pub async fn list(conn: &mut PgConnection, ws: WorkspaceId, f: &ListFilter) -> sqlx::Result<Vec<Task>> {
+pub async fn list(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    f: &ListFilter,
+) -> sqlx::Result<Vec<Task>> {
     sqlx::query_file_as!(
         Task,
         "queries/tasks/list.sql",
@@ -119,7 +135,11 @@ pub async fn list(conn: &mut PgConnection, ws: WorkspaceId, f: &ListFilter) -> s
     .await
 }
 
-pub async fn start(conn: &mut PgConnection, id: TaskId, attempt: AttemptId) -> sqlx::Result<Option<Task>> {
+pub async fn start(
+    conn: &mut PgConnection,
+    id: TaskId,
+    attempt: AttemptId,
+) -> sqlx::Result<Option<Task>> {
     sqlx::query_file_as!(Task, "queries/tasks/start.sql", id.0, attempt.0)
         .fetch_optional(conn)
         .await
@@ -131,9 +151,15 @@ pub async fn progress(
     attempt: AttemptId,
     progress: &JsonObject,
 ) -> sqlx::Result<Option<Task>> {
-    sqlx::query_file_as!(Task, "queries/tasks/progress.sql", id.0, attempt.0, Json(progress) as _)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_file_as!(
+        Task,
+        "queries/tasks/progress.sql",
+        id.0,
+        attempt.0,
+        Json(progress) as _
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 pub async fn complete(
@@ -142,9 +168,15 @@ pub async fn complete(
     attempt: AttemptId,
     result: &JsonObject,
 ) -> sqlx::Result<Option<Task>> {
-    sqlx::query_file_as!(Task, "queries/tasks/complete.sql", id.0, attempt.0, Json(result) as _)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_file_as!(
+        Task,
+        "queries/tasks/complete.sql",
+        id.0,
+        attempt.0,
+        Json(result) as _
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// How an attempt (or a queued task) ends.
@@ -161,7 +193,10 @@ pub struct EndAttempt<'a> {
     pub from: &'a [String],
 }
 
-pub async fn end_attempt(conn: &mut PgConnection, e: &EndAttempt<'_>) -> sqlx::Result<Option<Task>> {
+pub async fn end_attempt(
+    conn: &mut PgConnection,
+    e: &EndAttempt<'_>,
+) -> sqlx::Result<Option<Task>> {
     sqlx::query_file_as!(
         Task,
         "queries/tasks/end_attempt.sql",
@@ -194,7 +229,11 @@ pub struct Claimed {
 }
 
 /// Dispatches up to `max` tasks of the runtime's agents. The caller holds `runtimes::lock_for_claim`.
-pub async fn claim(conn: &mut PgConnection, runtime: RuntimeId, max: i64) -> sqlx::Result<Vec<Claimed>> {
+pub async fn claim(
+    conn: &mut PgConnection,
+    runtime: RuntimeId,
+    max: i64,
+) -> sqlx::Result<Vec<Claimed>> {
     let mut rows = sqlx::query_file_as!(Claimed, "queries/tasks/claim.sql", runtime.0, max)
         .fetch_all(conn)
         .await?;
@@ -208,10 +247,17 @@ pub struct WorkingChange {
     pub was: String,
 }
 
-pub async fn mark_agents_working(conn: &mut PgConnection, agents: &[AgentId]) -> sqlx::Result<Vec<WorkingChange>> {
-    sqlx::query_file_as!(WorkingChange, "queries/tasks/mark_agents_working.sql", &uuids(agents))
-        .fetch_all(conn)
-        .await
+pub async fn mark_agents_working(
+    conn: &mut PgConnection,
+    agents: &[AgentId],
+) -> sqlx::Result<Vec<WorkingChange>> {
+    sqlx::query_file_as!(
+        WorkingChange,
+        "queries/tasks/mark_agents_working.sql",
+        &uuids(agents)
+    )
+    .fetch_all(conn)
+    .await
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,13 +266,23 @@ pub struct CancelNotice {
     pub attempt_id: AttemptId,
 }
 
-pub async fn take_cancels(conn: &mut PgConnection, runtimes: &[RuntimeId]) -> sqlx::Result<Vec<CancelNotice>> {
-    sqlx::query_file_as!(CancelNotice, "queries/tasks/take_cancels.sql", &uuids(runtimes))
-        .fetch_all(conn)
-        .await
+pub async fn take_cancels(
+    conn: &mut PgConnection,
+    runtimes: &[RuntimeId],
+) -> sqlx::Result<Vec<CancelNotice>> {
+    sqlx::query_file_as!(
+        CancelNotice,
+        "queries/tasks/take_cancels.sql",
+        &uuids(runtimes)
+    )
+    .fetch_all(conn)
+    .await
 }
 
-pub async fn active_of_runtimes(conn: &mut PgConnection, runtimes: &[RuntimeId]) -> sqlx::Result<Vec<TaskId>> {
+pub async fn active_of_runtimes(
+    conn: &mut PgConnection,
+    runtimes: &[RuntimeId],
+) -> sqlx::Result<Vec<TaskId>> {
     sqlx::query_file_scalar!("queries/tasks/active_of_runtimes.sql", &uuids(runtimes))
         .fetch_all(conn)
         .await
@@ -273,7 +329,10 @@ pub async fn attempts(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<Vec
         .await
 }
 
-pub async fn attempt_outcome(conn: &mut PgConnection, attempt: AttemptId) -> sqlx::Result<Option<String>> {
+pub async fn attempt_outcome(
+    conn: &mut PgConnection,
+    attempt: AttemptId,
+) -> sqlx::Result<Option<String>> {
     sqlx::query_file_scalar!("queries/tasks/attempt_outcome.sql", attempt.0)
         .fetch_optional(conn)
         .await

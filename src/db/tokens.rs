@@ -30,12 +30,23 @@ pub async fn insert(
     name: &str,
     digest: &[u8],
 ) -> sqlx::Result<Token> {
-    sqlx::query_file_as!(Token, "queries/tokens/insert.sql", id.0, workspace.0, kind, name, digest)
-        .fetch_one(conn)
-        .await
+    sqlx::query_file_as!(
+        Token,
+        "queries/tokens/insert.sql",
+        id.0,
+        workspace.0,
+        kind,
+        name,
+        digest
+    )
+    .fetch_one(conn)
+    .await
 }
 
-pub async fn find_by_digest(conn: &mut PgConnection, digest: &[u8]) -> sqlx::Result<Option<TokenAuth>> {
+pub async fn find_by_digest(
+    conn: &mut PgConnection,
+    digest: &[u8],
+) -> sqlx::Result<Option<TokenAuth>> {
     sqlx::query_file_as!(TokenAuth, "queries/tokens/find_by_digest.sql", digest)
         .fetch_optional(conn)
         .await

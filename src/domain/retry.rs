@@ -35,7 +35,9 @@ impl Backoff {
         max_attempts: i32,
     ) -> AfterFailure {
         if retryable && reason.is_retryable() && attempt < max_attempts {
-            AfterFailure::Requeue { delay: self.delay(attempt) }
+            AfterFailure::Requeue {
+                delay: self.delay(attempt),
+            }
         } else {
             AfterFailure::Fail
         }
@@ -46,7 +48,10 @@ impl Backoff {
 mod tests {
     use super::*;
 
-    const B: Backoff = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(300) };
+    const B: Backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(300),
+    };
 
     #[test]
     fn delay_doubles_and_caps() {
@@ -59,10 +64,19 @@ mod tests {
     #[test]
     fn retries_only_with_attempts_left_and_retryable() {
         let r = FailureReason::AgentError;
-        assert!(matches!(B.after_failure(r, true, 1, 3), AfterFailure::Requeue { .. }));
+        assert!(matches!(
+            B.after_failure(r, true, 1, 3),
+            AfterFailure::Requeue { .. }
+        ));
         assert_eq!(B.after_failure(r, true, 3, 3), AfterFailure::Fail);
         assert_eq!(B.after_failure(r, false, 1, 3), AfterFailure::Fail);
-        assert_eq!(B.after_failure(FailureReason::QueuedExpired, true, 1, 3), AfterFailure::Fail);
-        assert_eq!(B.after_failure(FailureReason::Cancelled, true, 1, 3), AfterFailure::Fail);
+        assert_eq!(
+            B.after_failure(FailureReason::QueuedExpired, true, 1, 3),
+            AfterFailure::Fail
+        );
+        assert_eq!(
+            B.after_failure(FailureReason::Cancelled, true, 1, 3),
+            AfterFailure::Fail
+        );
     }
 }

@@ -173,8 +173,16 @@ mod tests {
     fn other_attempt_is_superseded_whatever_the_state() {
         let a = AttemptId::new();
         let b = AttemptId::new();
-        for s in [TaskStatus::Dispatched, TaskStatus::Running, TaskStatus::Completed] {
-            for act in [ReportAction::Start, ReportAction::Complete, ReportAction::Fail] {
+        for s in [
+            TaskStatus::Dispatched,
+            TaskStatus::Running,
+            TaskStatus::Completed,
+        ] {
+            for act in [
+                ReportAction::Start,
+                ReportAction::Complete,
+                ReportAction::Fail,
+            ] {
                 assert_eq!(decide(&view(s, a), b, act), Decision::Superseded);
             }
         }
@@ -183,9 +191,18 @@ mod tests {
     #[test]
     fn happy_path_applies() {
         let a = AttemptId::new();
-        assert_eq!(decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Start), Decision::Apply);
-        assert_eq!(decide(&view(TaskStatus::Running, a), a, ReportAction::Progress), Decision::Apply);
-        assert_eq!(decide(&view(TaskStatus::Running, a), a, ReportAction::Complete), Decision::Apply);
+        assert_eq!(
+            decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Start),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(&view(TaskStatus::Running, a), a, ReportAction::Progress),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(&view(TaskStatus::Running, a), a, ReportAction::Complete),
+            Decision::Apply
+        );
     }
 
     #[test]
@@ -201,21 +218,39 @@ mod tests {
         );
         let mut requeued = view(TaskStatus::Queued, a);
         requeued.reported_attempt_outcome = Some(TaskStatus::Failed);
-        assert_eq!(decide(&requeued, a, ReportAction::Fail), Decision::AlreadyApplied);
-        assert_eq!(decide(&requeued, a, ReportAction::Complete), Decision::Superseded);
+        assert_eq!(
+            decide(&requeued, a, ReportAction::Fail),
+            Decision::AlreadyApplied
+        );
+        assert_eq!(
+            decide(&requeued, a, ReportAction::Complete),
+            Decision::Superseded
+        );
     }
 
     #[test]
     fn wrong_state_is_invalid() {
         let a = AttemptId::new();
-        assert_eq!(decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Complete), Decision::Invalid);
-        assert_eq!(decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Progress), Decision::Invalid);
-        assert_eq!(decide(&view(TaskStatus::Completed, a), a, ReportAction::Fail), Decision::Invalid);
+        assert_eq!(
+            decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Complete),
+            Decision::Invalid
+        );
+        assert_eq!(
+            decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Progress),
+            Decision::Invalid
+        );
+        assert_eq!(
+            decide(&view(TaskStatus::Completed, a), a, ReportAction::Fail),
+            Decision::Invalid
+        );
     }
 
     #[test]
     fn cancelled_attempt_is_superseded() {
         let a = AttemptId::new();
-        assert_eq!(decide(&view(TaskStatus::Cancelled, a), a, ReportAction::Complete), Decision::Superseded);
+        assert_eq!(
+            decide(&view(TaskStatus::Cancelled, a), a, ReportAction::Complete),
+            Decision::Superseded
+        );
     }
 }

@@ -82,7 +82,9 @@ impl TryFrom<String> for Name {
     fn try_from(s: String) -> Result<Self, String> {
         let len = s.chars().count();
         if s.trim().is_empty() || len > 200 {
-            Err(format!("must be 1 to 200 characters and not blank, got {len}"))
+            Err(format!(
+                "must be 1 to 200 characters and not blank, got {len}"
+            ))
         } else if s.chars().any(char::is_control) {
             Err("must not contain control characters".into())
         } else {
@@ -128,7 +130,8 @@ impl TryFrom<String> for Slug {
         let ok = !s.is_empty()
             && s.len() <= 63
             && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if ok {
             Ok(Self(s))
         } else {

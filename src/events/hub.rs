@@ -16,7 +16,10 @@ pub struct Hub {
 impl Default for Hub {
     fn default() -> Self {
         let (tx, _) = broadcast::channel(4096);
-        Self { waker: Arc::default(), tx }
+        Self {
+            waker: Arc::default(),
+            tx,
+        }
     }
 }
 

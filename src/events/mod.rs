@@ -51,18 +51,38 @@ pub fn task_progress(t: &Task) -> NewEvent {
     }
 }
 
-pub fn runtime(kind: &'static str, ws: WorkspaceId, id: RuntimeId, extra: serde_json::Value) -> NewEvent {
+pub fn runtime(
+    kind: &'static str,
+    ws: WorkspaceId,
+    id: RuntimeId,
+    extra: serde_json::Value,
+) -> NewEvent {
     let mut payload = json!({ "runtime_id": id });
     if let (Some(p), serde_json::Value::Object(e)) = (payload.as_object_mut(), extra) {
         p.extend(e);
     }
-    NewEvent { workspace: ws, kind, subject: id.0, payload }
+    NewEvent {
+        workspace: ws,
+        kind,
+        subject: id.0,
+        payload,
+    }
 }
 
-pub fn agent(kind: &'static str, ws: WorkspaceId, id: AgentId, extra: serde_json::Value) -> NewEvent {
+pub fn agent(
+    kind: &'static str,
+    ws: WorkspaceId,
+    id: AgentId,
+    extra: serde_json::Value,
+) -> NewEvent {
     let mut payload = json!({ "agent_id": id });
     if let (Some(p), serde_json::Value::Object(e)) = (payload.as_object_mut(), extra) {
         p.extend(e);
     }
-    NewEvent { workspace: ws, kind, subject: id.0, payload }
+    NewEvent {
+        workspace: ws,
+        kind,
+        subject: id.0,
+        payload,
+    }
 }

@@ -23,7 +23,11 @@ pub struct Waker {
 impl Default for Waker {
     fn default() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Self { runtimes: Mutex::default(), timers: tx, timer_rx: Mutex::new(Some(rx)) }
+        Self {
+            runtimes: Mutex::default(),
+            timers: tx,
+            timer_rx: Mutex::new(Some(rx)),
+        }
     }
 }
 
@@ -31,7 +35,12 @@ impl Waker {
     /// The notifier of a runtime. Create the `notified()` future and `enable()` it *before* looking
     /// for work, so a wake-up between the look and the wait is not lost.
     pub fn subscribe(&self, id: RuntimeId) -> Arc<Notify> {
-        self.runtimes.lock().expect("waker lock").entry(id).or_default().clone()
+        self.runtimes
+            .lock()
+            .expect("waker lock")
+            .entry(id)
+            .or_default()
+            .clone()
     }
 
     pub fn wake(&self, id: RuntimeId) {
@@ -54,7 +63,9 @@ impl Waker {
     /// Reacts to committed events.
     pub fn on_event(&self, e: &Event) {
         let kind = e.kind.as_str();
-        if !kind.starts_with("task.") || matches!(kind, "task.updated" | "task.dispatched" | "task.running") {
+        if !kind.starts_with("task.")
+            || matches!(kind, "task.updated" | "task.dispatched" | "task.running")
+        {
             return;
         }
         let Some(rt) = e

@@ -46,9 +46,9 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for Path<T> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(rej @ PathRejection::FailedToDeserializePathParams(_)) => {
-                Err(ApiError::BadRequest(format!("invalid path parameter: {}", rej.body_text())))
-            }
+            Err(rej @ PathRejection::FailedToDeserializePathParams(_)) => Err(
+                ApiError::BadRequest(format!("invalid path parameter: {}", rej.body_text())),
+            ),
             Err(rej) => Err(ApiError::Internal(anyhow::anyhow!(rej.body_text()))),
         }
     }
@@ -63,9 +63,9 @@ impl<T: DeserializeOwned> FromRequestParts<AppState> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::BadRequest(format!("invalid query: {}", e.body_text())))
-            }
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::BadRequest(
+                format!("invalid query: {}", e.body_text()),
+            )),
             Err(rej) => Err(ApiError::BadRequest(rej.body_text())),
         }
     }

@@ -26,7 +26,12 @@ pub fn router(state: AppState) -> Router {
         .route("/runtimes", get(runtimes::list))
         .route("/runtimes/{id}", get(runtimes::get))
         .route("/agents", post(agents::create).get(agents::list))
-        .route("/agents/{id}", get(agents::get).patch(agents::update).delete(agents::archive))
+        .route(
+            "/agents/{id}",
+            get(agents::get)
+                .patch(agents::update)
+                .delete(agents::archive),
+        )
         .route("/tasks", post(tasks::create).get(tasks::list))
         .route("/tasks/{id}", get(tasks::get))
         .route("/tasks/{id}/cancel", post(tasks::cancel))
@@ -48,7 +53,11 @@ pub fn router(state: AppState) -> Router {
             .get::<MatchedPath>()
             .map(MatchedPath::as_str)
             .unwrap_or("unmatched");
-        let request_id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let request_id = req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
         tracing::info_span!("http", method = %req.method(), route, request_id)
     });
 

@@ -25,9 +25,15 @@ impl MemoryStore {
         ids.iter()
             .map(|&id| {
                 let key = (ws, id);
-                let was_alive = inner.expires.insert(key, now + ttl).is_some_and(|exp| exp > now);
+                let was_alive = inner
+                    .expires
+                    .insert(key, now + ttl)
+                    .is_some_and(|exp| exp > now);
                 let cancel_waiting = inner.cancels.remove(&key);
-                Touched { was_alive, cancel_waiting }
+                Touched {
+                    was_alive,
+                    cancel_waiting,
+                }
             })
             .collect()
     }
@@ -49,7 +55,11 @@ impl MemoryStore {
     }
 
     pub fn flag_cancel(&self, ws: WorkspaceId, id: RuntimeId) {
-        self.inner.lock().expect("liveness lock").cancels.insert((ws, id));
+        self.inner
+            .lock()
+            .expect("liveness lock")
+            .cancels
+            .insert((ws, id));
     }
 }
 
@@ -64,9 +74,18 @@ mod tests {
         let ttl = Duration::from_secs(60);
         assert_eq!(s.touch(ws, &[rt], ttl), vec![Touched::default()]);
         s.flag_cancel(ws, rt);
-        assert_eq!(s.touch(ws, &[rt], ttl), vec![Touched { was_alive: true, cancel_waiting: true }]);
+        assert_eq!(
+            s.touch(ws, &[rt], ttl),
+            vec![Touched {
+                was_alive: true,
+                cancel_waiting: true
+            }]
+        );
         assert!(!s.touch(ws, &[rt], ttl)[0].cancel_waiting);
-        assert_eq!(s.alive(&[(ws, rt), (WorkspaceId::new(), rt)]), vec![true, false]);
+        assert_eq!(
+            s.alive(&[(ws, rt), (WorkspaceId::new(), rt)]),
+            vec![true, false]
+        );
         s.forget(&[(ws, rt)]);
         assert_eq!(s.alive(&[(ws, rt)]), vec![false]);
     }

@@ -41,7 +41,11 @@ pub struct Liveness {
 
 impl Liveness {
     pub fn new(backend: Backend, ttl: Duration) -> Self {
-        Self { backend, ttl, heard: Mutex::new(HashMap::new()) }
+        Self {
+            backend,
+            ttl,
+            heard: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn is_redis(&self) -> bool {
@@ -108,7 +112,10 @@ impl Liveness {
     pub fn restore_heard(&self, batch: HashMap<RuntimeId, DateTime<Utc>>) {
         let mut heard = self.heard.lock().expect("heard lock");
         for (id, at) in batch {
-            heard.entry(id).and_modify(|t| *t = (*t).max(at)).or_insert(at);
+            heard
+                .entry(id)
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
         }
     }
 

@@ -25,7 +25,10 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(200);
         let conn = ConnectionManager::new_with_config(client, config).await?;
-        Ok(Self { conn, prefix: prefix.to_owned() })
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+        })
     }
 
     fn live_key(&self, ws: WorkspaceId, id: RuntimeId) -> String {
@@ -36,7 +39,12 @@ impl RedisStore {
         format!("{}:cancel:{}:{}", self.prefix, ws, id)
     }
 
-    pub async fn touch(&self, ws: WorkspaceId, ids: &[RuntimeId], ttl: Duration) -> anyhow::Result<Vec<Touched>> {
+    pub async fn touch(
+        &self,
+        ws: WorkspaceId,
+        ids: &[RuntimeId],
+        ttl: Duration,
+    ) -> anyhow::Result<Vec<Touched>> {
         let mut pipe = redis::pipe();
         for &id in ids {
             // SET … GET returns the previous value: present means the runtime was alive.
@@ -52,7 +60,10 @@ impl RedisStore {
         let replies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
         Ok(replies
             .chunks(2)
-            .map(|pair| Touched { was_alive: pair[0].is_some(), cancel_waiting: pair[1].is_some() })
+            .map(|pair| Touched {
+                was_alive: pair[0].is_some(),
+                cancel_waiting: pair[1].is_some(),
+            })
             .collect())
     }
 
@@ -82,7 +93,12 @@ impl RedisStore {
         Ok(())
     }
 
-    pub async fn flag_cancel(&self, ws: WorkspaceId, id: RuntimeId, ttl: Duration) -> anyhow::Result<()> {
+    pub async fn flag_cancel(
+        &self,
+        ws: WorkspaceId,
+        id: RuntimeId,
+        ttl: Duration,
+    ) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
         let _: () = redis::cmd("SET")
             .arg(self.cancel_key(ws, id))

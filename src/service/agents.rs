@@ -14,7 +14,9 @@ use crate::state::App;
 
 pub async fn create(app: &App, new: &NewAgent<'_>) -> ApiResult<Agent> {
     let mut tx = app.pool.begin().await?;
-    let agent = db::agents::insert(&mut tx, new).await?.ok_or(ApiError::NotFound("runtime"))?;
+    let agent = db::agents::insert(&mut tx, new)
+        .await?
+        .ok_or(ApiError::NotFound("runtime"))?;
     let evs = vec![events::agent(
         "agent.created",
         agent.workspace_id,
@@ -25,7 +27,12 @@ pub async fn create(app: &App, new: &NewAgent<'_>) -> ApiResult<Agent> {
     Ok(agent)
 }
 
-pub async fn update(app: &App, ws: WorkspaceId, id: AgentId, patch: &AgentPatch<'_>) -> ApiResult<Agent> {
+pub async fn update(
+    app: &App,
+    ws: WorkspaceId,
+    id: AgentId,
+    patch: &AgentPatch<'_>,
+) -> ApiResult<Agent> {
     let mut tx = app.pool.begin().await?;
     let agent = match db::agents::update(&mut tx, id, ws, patch).await? {
         Some(a) => a,
@@ -48,13 +55,17 @@ pub async fn archive(app: &App, ws: WorkspaceId, id: AgentId) -> ApiResult<Agent
         Some(a) => a,
         None => {
             // Archiving twice answers the archived agent.
-            return db::agents::get(&mut tx, id, ws).await?.ok_or(ApiError::NotFound("agent"));
+            return db::agents::get(&mut tx, id, ws)
+                .await?
+                .ok_or(ApiError::NotFound("agent"));
         }
     };
     let mut evs = vec![events::agent("agent.archived", ws, id, json!({}))];
     let from = ["queued".to_owned()];
     for task_id in db::tasks::queued_of_agent(&mut tx, id).await? {
-        let Some(task) = db::tasks::lock(&mut tx, task_id, ws).await? else { continue };
+        let Some(task) = db::tasks::lock(&mut tx, task_id, ws).await? else {
+            continue;
+        };
         let end = EndAttempt {
             id: task_id,
             attempt_id: task.attempt_id,
@@ -73,7 +84,11 @@ pub async fn archive(app: &App, ws: WorkspaceId, id: AgentId) -> ApiResult<Agent
     Ok(agent)
 }
 
-async fn missing_or_archived(conn: &mut sqlx::PgConnection, ws: WorkspaceId, id: AgentId) -> ApiResult<ApiError> {
+async fn missing_or_archived(
+    conn: &mut sqlx::PgConnection,
+    ws: WorkspaceId,
+    id: AgentId,
+) -> ApiResult<ApiError> {
     Ok(match db::agents::get(conn, id, ws).await? {
         Some(_) => ApiError::Conflict("the agent is archived".into()),
         None => ApiError::NotFound("agent"),

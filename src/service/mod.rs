@@ -17,7 +17,11 @@ use crate::ids::AgentId;
 use crate::state::App;
 
 /// Writes the collected events, commits, then publishes them (waking claims, feeding sockets).
-pub async fn commit(app: &App, mut tx: Transaction<'static, Postgres>, events: Vec<NewEvent>) -> ApiResult<()> {
+pub async fn commit(
+    app: &App,
+    mut tx: Transaction<'static, Postgres>,
+    events: Vec<NewEvent>,
+) -> ApiResult<()> {
     let stored = db::events::insert(&mut tx, &events).await?;
     tx.commit().await?;
     app.hub.publish(stored);
@@ -25,7 +29,11 @@ pub async fn commit(app: &App, mut tx: Transaction<'static, Postgres>, events: V
 }
 
 /// Recomputes the status of these agents and records an `agent.status` event for each change.
-pub async fn refresh_agents(conn: &mut PgConnection, agents: &[AgentId], events: &mut Vec<NewEvent>) -> ApiResult<()> {
+pub async fn refresh_agents(
+    conn: &mut PgConnection,
+    agents: &[AgentId],
+    events: &mut Vec<NewEvent>,
+) -> ApiResult<()> {
     let mut ids = agents.to_vec();
     ids.sort();
     ids.dedup();

@@ -21,9 +21,19 @@ pub async fn register(app: &App, new: &NewRuntime<'_>) -> ApiResult<(Registered,
     let mut evs = Vec::new();
     let extra = json!({ "daemon_id": new.daemon_id, "provider": new.provider });
     match reg.was_status.as_deref() {
-        None => evs.push(events::runtime("runtime.registered", new.workspace, reg.id, extra)),
+        None => evs.push(events::runtime(
+            "runtime.registered",
+            new.workspace,
+            reg.id,
+            extra,
+        )),
         Some("offline") => {
-            evs.push(events::runtime("runtime.online", new.workspace, reg.id, extra));
+            evs.push(events::runtime(
+                "runtime.online",
+                new.workspace,
+                reg.id,
+                extra,
+            ));
             let agents = db::agents::of_runtimes(&mut tx, &[reg.id]).await?;
             refresh_agents(&mut tx, &agents, &mut evs).await?;
         }
@@ -64,13 +74,30 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
             (vec![Default::default(); ids.len()], true)
         }
     };
-    let mut states: Vec<RuntimeState> =
-        ids.iter().map(|&id| RuntimeState { runtime_id: id, status: "online" }).collect();
-    let to_check: Vec<RuntimeId> = ids.iter().zip(&touched).filter(|(_, t)| !t.was_alive).map(|(id, _)| *id).collect();
-    let want_cancels: Vec<RuntimeId> =
-        ids.iter().zip(&touched).filter(|(_, t)| fallback || t.cancel_waiting).map(|(id, _)| *id).collect();
+    let mut states: Vec<RuntimeState> = ids
+        .iter()
+        .map(|&id| RuntimeState {
+            runtime_id: id,
+            status: "online",
+        })
+        .collect();
+    let to_check: Vec<RuntimeId> = ids
+        .iter()
+        .zip(&touched)
+        .filter(|(_, t)| !t.was_alive)
+        .map(|(id, _)| *id)
+        .collect();
+    let want_cancels: Vec<RuntimeId> = ids
+        .iter()
+        .zip(&touched)
+        .filter(|(_, t)| fallback || t.cancel_waiting)
+        .map(|(id, _)| *id)
+        .collect();
     if to_check.is_empty() && want_cancels.is_empty() {
-        return Ok(HeartbeatReply { runtimes: states, cancel: Vec::new() });
+        return Ok(HeartbeatReply {
+            runtimes: states,
+            cancel: Vec::new(),
+        });
     }
 
     let mut tx = app.pool.begin().await?;
@@ -84,7 +111,11 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
                 unknown.push((ws, *id));
             }
         }
-        let offline: Vec<RuntimeId> = known.iter().filter(|k| k.status == "offline").map(|k| k.id).collect();
+        let offline: Vec<RuntimeId> = known
+            .iter()
+            .filter(|k| k.status == "offline")
+            .map(|k| k.id)
+            .collect();
         if !offline.is_empty() {
             revive(&mut tx, ws, &offline, &mut evs).await?;
         }
@@ -94,8 +125,10 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
             db::runtimes::flush_last_seen(&mut tx, &live, &now).await?;
         }
     }
-    let known_cancels: Vec<RuntimeId> =
-        want_cancels.into_iter().filter(|id| !unknown.iter().any(|(_, u)| u == id)).collect();
+    let known_cancels: Vec<RuntimeId> = want_cancels
+        .into_iter()
+        .filter(|id| !unknown.iter().any(|(_, u)| u == id))
+        .collect();
     let cancel = if known_cancels.is_empty() {
         Vec::new()
     } else {
@@ -105,15 +138,28 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
     if !unknown.is_empty() && !fallback {
         let _ = app.live.forget(&unknown).await;
     }
-    Ok(HeartbeatReply { runtimes: states, cancel })
+    Ok(HeartbeatReply {
+        runtimes: states,
+        cancel,
+    })
 }
 
 /// Brings offline runtimes back online, with their events and agents' statuses.
-async fn revive(conn: &mut PgConnection, ws: WorkspaceId, ids: &[RuntimeId], evs: &mut Vec<NewEvent>) -> ApiResult<()> {
+async fn revive(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    ids: &[RuntimeId],
+    evs: &mut Vec<NewEvent>,
+) -> ApiResult<()> {
     let changed = db::runtimes::mark_online(conn, ws, ids).await?;
     let changed_ids: Vec<RuntimeId> = changed.iter().map(|c| c.id).collect();
     for c in &changed {
-        evs.push(events::runtime("runtime.online", c.workspace_id, c.id, json!({})));
+        evs.push(events::runtime(
+            "runtime.online",
+            c.workspace_id,
+            c.id,
+            json!({}),
+        ));
     }
     let agents = db::agents::of_runtimes(conn, &changed_ids).await?;
     refresh_agents(conn, &agents, evs).await
@@ -132,7 +178,12 @@ pub async fn after_offline(
     }
     let ids: Vec<RuntimeId> = changed.iter().map(|c| c.id).collect();
     for c in changed {
-        evs.push(events::runtime("runtime.offline", c.workspace_id, c.id, json!({})));
+        evs.push(events::runtime(
+            "runtime.offline",
+            c.workspace_id,
+            c.id,
+            json!({}),
+        ));
     }
     fail_tasks_of_runtimes(conn, app.backoff(), None, &ids, evs).await?;
     let agents = db::agents::of_runtimes(conn, &ids).await?;
@@ -140,7 +191,11 @@ pub async fn after_offline(
 }
 
 /// Deregisters runtimes: offline now. Returns the ids that were online.
-pub async fn deregister(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResult<Vec<RuntimeId>> {
+pub async fn deregister(
+    app: &App,
+    ws: WorkspaceId,
+    ids: &[RuntimeId],
+) -> ApiResult<Vec<RuntimeId>> {
     let mut tx = app.pool.begin().await?;
     let changed = db::runtimes::mark_offline(&mut tx, ws, ids).await?;
     let mut evs = Vec::new();

@@ -68,13 +68,18 @@ pub async fn enqueue(app: &App, ws: WorkspaceId, req: &Enqueue<'_>) -> ApiResult
 /// Cancels a queued, dispatched or running task. Cancelling a cancelled task answers its state.
 pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> ApiResult<Task> {
     let mut tx = app.pool.begin().await?;
-    let task = db::tasks::lock(&mut tx, id, ws).await?.ok_or(ApiError::NotFound("task"))?;
+    let task = db::tasks::lock(&mut tx, id, ws)
+        .await?
+        .ok_or(ApiError::NotFound("task"))?;
     let status = parse_status(&task)?;
     if status == TaskStatus::Cancelled {
         return Ok(task);
     }
     if status.is_terminal() {
-        return Err(ApiError::InvalidTransition(format!("cannot cancel a {} task", task.status)));
+        return Err(ApiError::InvalidTransition(format!(
+            "cannot cancel a {} task",
+            task.status
+        )));
     }
     let mut evs = Vec::new();
     let from = [status.as_str().to_owned()];
@@ -88,7 +93,9 @@ pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> ApiResult<Task> {
         cancel_pending: status.is_active(),
         from: &from,
     };
-    let updated = db::tasks::end_attempt(&mut tx, &end).await?.ok_or_else(lost_race)?;
+    let updated = db::tasks::end_attempt(&mut tx, &end)
+        .await?
+        .ok_or_else(lost_race)?;
     if status.is_active() {
         db::tasks::insert_attempt(&mut tx, &task, "cancelled", Some("cancelled"), None).await?;
         refresh_agents(&mut tx, &[task.agent_id], &mut evs).await?;
@@ -111,7 +118,12 @@ pub struct ClaimResult {
 }
 
 /// One claim attempt (no waiting): dispatches up to `max` tasks of the runtime's agents.
-pub async fn claim(app: &App, ws: WorkspaceId, runtime: RuntimeId, max: i64) -> ApiResult<ClaimResult> {
+pub async fn claim(
+    app: &App,
+    ws: WorkspaceId,
+    runtime: RuntimeId,
+    max: i64,
+) -> ApiResult<ClaimResult> {
     let mut tx = app.pool.begin().await?;
     db::runtimes::lock_for_claim(&mut tx, runtime).await?;
     let slots = db::runtimes::claim_slots(&mut tx, runtime, ws)
@@ -121,7 +133,11 @@ pub async fn claim(app: &App, ws: WorkspaceId, runtime: RuntimeId, max: i64) -> 
         return Err(ApiError::RuntimeOffline(runtime.to_string()));
     }
     let n = max.min(slots.free);
-    let claimed = if n > 0 { db::tasks::claim(&mut tx, runtime, n).await? } else { Vec::new() };
+    let claimed = if n > 0 {
+        db::tasks::claim(&mut tx, runtime, n).await?
+    } else {
+        Vec::new()
+    };
     let mut evs: Vec<NewEvent> = claimed.iter().map(dispatched_event).collect();
     if !claimed.is_empty() {
         let mut agents: Vec<AgentId> = claimed.iter().map(|c| c.agent_id).collect();
@@ -140,7 +156,10 @@ pub async fn claim(app: &App, ws: WorkspaceId, runtime: RuntimeId, max: i64) -> 
     }
     let cancel = db::tasks::take_cancels(&mut tx, &[runtime]).await?;
     commit(app, tx, evs).await?;
-    Ok(ClaimResult { tasks: claimed, cancel })
+    Ok(ClaimResult {
+        tasks: claimed,
+        cancel,
+    })
 }
 
 fn dispatched_event(c: &Claimed) -> NewEvent {
@@ -191,13 +210,19 @@ pub async fn apply_report(
     report: &Report,
     evs: &mut Vec<NewEvent>,
 ) -> ApiResult<Task> {
-    let task = db::tasks::lock(conn, id, ws).await?.ok_or(ApiError::NotFound("task"))?;
+    let task = db::tasks::lock(conn, id, ws)
+        .await?
+        .ok_or(ApiError::NotFound("task"))?;
     let status = parse_status(&task)?;
-    let reported_attempt_outcome = if status == TaskStatus::Queued && task.attempt_id == Some(attempt) {
-        db::tasks::attempt_outcome(conn, attempt).await?.as_deref().and_then(TaskStatus::parse)
-    } else {
-        None
-    };
+    let reported_attempt_outcome =
+        if status == TaskStatus::Queued && task.attempt_id == Some(attempt) {
+            db::tasks::attempt_outcome(conn, attempt)
+                .await?
+                .as_deref()
+                .and_then(TaskStatus::parse)
+        } else {
+            None
+        };
     let view = TaskView {
         status,
         attempt_id: task.attempt_id,
@@ -218,24 +243,39 @@ pub async fn apply_report(
     }
     let updated = match report {
         Report::Start => {
-            let t = db::tasks::start(conn, id, attempt).await?.ok_or_else(lost_race)?;
+            let t = db::tasks::start(conn, id, attempt)
+                .await?
+                .ok_or_else(lost_race)?;
             evs.push(events::task("task.running", &t));
             t
         }
         Report::Progress(p) => {
-            let t = db::tasks::progress(conn, id, attempt, p).await?.ok_or_else(lost_race)?;
+            let t = db::tasks::progress(conn, id, attempt, p)
+                .await?
+                .ok_or_else(lost_race)?;
             evs.push(events::task_progress(&t));
             t
         }
         Report::Complete(result) => {
-            let t = db::tasks::complete(conn, id, attempt, result).await?.ok_or_else(lost_race)?;
+            let t = db::tasks::complete(conn, id, attempt, result)
+                .await?
+                .ok_or_else(lost_race)?;
             db::tasks::insert_attempt(conn, &task, "completed", None, None).await?;
             evs.push(events::task("task.completed", &t));
             refresh_agents(conn, &[t.agent_id], evs).await?;
             t
         }
         Report::Fail { error, retryable } => {
-            fail_active(conn, backoff, &task, FailureReason::AgentError, Some(error), *retryable, evs).await?
+            fail_active(
+                conn,
+                backoff,
+                &task,
+                FailureReason::AgentError,
+                Some(error),
+                *retryable,
+                evs,
+            )
+            .await?
         }
     };
     Ok(updated)
@@ -257,7 +297,8 @@ pub async fn fail_active(
     let after = backoff.after_failure(reason, retryable, task.attempt, task.max_attempts);
     let (status, failure_reason, run_after, kind) = match after {
         AfterFailure::Requeue { delay } => {
-            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            let at =
+                Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
             ("queued", None, Some(at), "task.requeued")
         }
         AfterFailure::Fail => ("failed", Some(reason.as_str()), None, "task.failed"),
@@ -272,7 +313,9 @@ pub async fn fail_active(
         cancel_pending: false,
         from: &from,
     };
-    let updated = db::tasks::end_attempt(conn, &end).await?.ok_or_else(lost_race)?;
+    let updated = db::tasks::end_attempt(conn, &end)
+        .await?
+        .ok_or_else(lost_race)?;
     db::tasks::insert_attempt(conn, task, "failed", Some(reason.as_str()), error).await?;
     let mut ev = events::task(kind, &updated);
     if let Some(p) = ev.payload.as_object_mut() {
@@ -295,16 +338,31 @@ pub async fn fail_tasks_of_runtimes(
     let ids = db::tasks::active_of_runtimes(conn, runtimes).await?;
     let mut n = 0;
     for id in ids {
-        let Some(task) = lock_any(conn, id, ws).await? else { continue };
+        let Some(task) = lock_any(conn, id, ws).await? else {
+            continue;
+        };
         if parse_status(&task)?.is_active() {
-            fail_active(conn, backoff, &task, FailureReason::RuntimeOffline, None, true, evs).await?;
+            fail_active(
+                conn,
+                backoff,
+                &task,
+                FailureReason::RuntimeOffline,
+                None,
+                true,
+                evs,
+            )
+            .await?;
             n += 1;
         }
     }
     Ok(n)
 }
 
-async fn lock_any(conn: &mut PgConnection, id: TaskId, ws: Option<WorkspaceId>) -> ApiResult<Option<Task>> {
+async fn lock_any(
+    conn: &mut PgConnection,
+    id: TaskId,
+    ws: Option<WorkspaceId>,
+) -> ApiResult<Option<Task>> {
     match ws {
         Some(ws) => Ok(db::tasks::lock(conn, id, ws).await?),
         None => Ok(db::tasks::lock_by_id(conn, id).await?),
@@ -319,5 +377,7 @@ fn parse_status(task: &Task) -> ApiResult<TaskStatus> {
 /// The row was locked by this transaction, so a fenced update cannot miss it; if it does, the
 /// invariant broke and the transaction is abandoned.
 fn lost_race() -> ApiError {
-    ApiError::Internal(anyhow::anyhow!("fenced task update matched no row while holding its lock"))
+    ApiError::Internal(anyhow::anyhow!(
+        "fenced task update matched no row while holding its lock"
+    ))
 }

@@ -58,7 +58,9 @@ pub async fn list(
     let mut conn = state.pool.acquire().await?;
     let limit = q.limit.get();
     let rows = db::agents::list(&mut conn, ws, q.cursor, limit + 1, q.include_archived).await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |a| a.id.to_string())))
+    Ok(axum::Json(Page::from_rows(rows, limit, |a| {
+        a.id.to_string()
+    })))
 }
 
 pub async fn get(
@@ -67,7 +69,9 @@ pub async fn get(
     Path(id): Path<AgentId>,
 ) -> ApiResult<axum::Json<Agent>> {
     let mut conn = state.pool.acquire().await?;
-    let agent = db::agents::get(&mut conn, id, ws).await?.ok_or(ApiError::NotFound("agent"))?;
+    let agent = db::agents::get(&mut conn, id, ws)
+        .await?
+        .ok_or(ApiError::NotFound("agent"))?;
     Ok(axum::Json(agent))
 }
 

@@ -58,7 +58,11 @@ pub async fn register(
         max_concurrency: body.max_concurrency.map(MaxConcurrency::get),
     };
     let (reg, created) = service::runtimes::register(&state, &new).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((
         status,
         axum::Json(Registered {
@@ -95,7 +99,9 @@ pub async fn heartbeat(
     Json(body): Json<RuntimeIds>,
 ) -> ApiResult<axum::Json<service::runtimes::HeartbeatReply>> {
     let ids = body.checked()?;
-    Ok(axum::Json(service::runtimes::heartbeat(&state, ws, &ids).await?))
+    Ok(axum::Json(
+        service::runtimes::heartbeat(&state, ws, &ids).await?,
+    ))
 }
 
 pub async fn deregister(
@@ -227,14 +233,23 @@ fn yes() -> bool {
 const MAX_ERROR_CHARS: usize = 16 * 1024;
 
 fn fail_report(error: String, retryable: bool) -> ApiResult<Report> {
-    crate::domain::values::bounded_text(&error, MAX_ERROR_CHARS).map_err(|m| ApiError::validation(format!("error {m}")))?;
+    crate::domain::values::bounded_text(&error, MAX_ERROR_CHARS)
+        .map_err(|m| ApiError::validation(format!("error {m}")))?;
     Ok(Report::Fail { error, retryable })
 }
 
-async fn report_one(state: &AppState, ws: WorkspaceId, id: TaskId, attempt: AttemptId, report: Report) -> ApiResult<axum::Json<Task>> {
+async fn report_one(
+    state: &AppState,
+    ws: WorkspaceId,
+    id: TaskId,
+    attempt: AttemptId,
+    report: Report,
+) -> ApiResult<axum::Json<Task>> {
     let mut tx = state.pool.begin().await?;
     let mut evs = Vec::new();
-    let res = service::tasks::apply_report(&mut tx, state.backoff(), ws, id, attempt, &report, &mut evs).await;
+    let res =
+        service::tasks::apply_report(&mut tx, state.backoff(), ws, id, attempt, &report, &mut evs)
+            .await;
     count_report(report.action().as_str(), &res);
     let task = res?;
     service::commit(state, tx, evs).await?;
@@ -246,7 +261,8 @@ fn count_report<T>(action: &'static str, res: &ApiResult<T>) {
         Ok(_) => "ok",
         Err(e) => e.code(),
     };
-    metrics::counter!("paddock_reports_total", "action" => action, "outcome" => outcome).increment(1);
+    metrics::counter!("paddock_reports_total", "action" => action, "outcome" => outcome)
+        .increment(1);
 }
 
 pub async fn start(
@@ -264,7 +280,14 @@ pub async fn progress(
     Path(id): Path<TaskId>,
     Json(body): Json<ProgressBody>,
 ) -> ApiResult<axum::Json<Task>> {
-    report_one(&state, ws, id, body.attempt_id, Report::Progress(body.progress)).await
+    report_one(
+        &state,
+        ws,
+        id,
+        body.attempt_id,
+        Report::Progress(body.progress),
+    )
+    .await
 }
 
 pub async fn complete(
@@ -273,7 +296,14 @@ pub async fn complete(
     Path(id): Path<TaskId>,
     Json(body): Json<CompleteBody>,
 ) -> ApiResult<axum::Json<Task>> {
-    report_one(&state, ws, id, body.attempt_id, Report::Complete(body.result)).await
+    report_one(
+        &state,
+        ws,
+        id,
+        body.attempt_id,
+        Report::Complete(body.result),
+    )
+    .await
 }
 
 pub async fn fail(
@@ -312,13 +342,16 @@ impl Update {
         Ok(match self.action {
             Action::Start => Report::Start,
             Action::Progress => Report::Progress(
-                self.progress.ok_or_else(|| ApiError::validation("progress needs a `progress` object"))?,
+                self.progress
+                    .ok_or_else(|| ApiError::validation("progress needs a `progress` object"))?,
             ),
             Action::Complete => Report::Complete(
-                self.result.ok_or_else(|| ApiError::validation("complete needs a `result` object"))?,
+                self.result
+                    .ok_or_else(|| ApiError::validation("complete needs a `result` object"))?,
             ),
             Action::Fail => fail_report(
-                self.error.ok_or_else(|| ApiError::validation("fail needs an `error`"))?,
+                self.error
+                    .ok_or_else(|| ApiError::validation("fail needs an `error`"))?,
                 self.retryable.unwrap_or(true),
             )?,
         })
@@ -338,7 +371,9 @@ pub async fn report(
     Json(body): Json<ReportBody>,
 ) -> ApiResult<axum::Json<Value>> {
     if body.updates.is_empty() || body.updates.len() > MAX_UPDATES_PER_REPORT {
-        return Err(ApiError::validation(format!("updates must hold 1 to {MAX_UPDATES_PER_REPORT} entries")));
+        return Err(ApiError::validation(format!(
+            "updates must hold 1 to {MAX_UPDATES_PER_REPORT} entries"
+        )));
     }
     // Validate every update before writing any.
     let mut reports = Vec::with_capacity(body.updates.len());
@@ -350,12 +385,25 @@ pub async fn report(
     let mut evs = Vec::new();
     let mut results = Vec::with_capacity(reports.len());
     for (task_id, attempt_id, report) in &reports {
-        let res = service::tasks::apply_report(&mut tx, state.backoff(), ws, *task_id, *attempt_id, report, &mut evs).await;
+        let res = service::tasks::apply_report(
+            &mut tx,
+            state.backoff(),
+            ws,
+            *task_id,
+            *attempt_id,
+            report,
+            &mut evs,
+        )
+        .await;
         count_report(report.action().as_str(), &res);
         results.push(match res {
             Ok(task) => json!({ "task_id": task_id, "status": 200, "task": task }),
             // Refusals change nothing; anything else aborts the whole batch.
-            Err(e @ (ApiError::AttemptSuperseded(_) | ApiError::InvalidTransition(_) | ApiError::NotFound(_))) => {
+            Err(
+                e @ (ApiError::AttemptSuperseded(_)
+                | ApiError::InvalidTransition(_)
+                | ApiError::NotFound(_)),
+            ) => {
                 json!({ "task_id": task_id, "status": e.status().as_u16(), "error": e.problem() })
             }
             Err(e) => return Err(e),
@@ -373,7 +421,9 @@ pub async fn definition(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let mut conn = state.pool.acquire().await?;
-    let def = db::agents::definition(&mut conn, id, ws).await?.ok_or(ApiError::NotFound("agent"))?;
+    let def = db::agents::definition(&mut conn, id, ws)
+        .await?
+        .ok_or(ApiError::NotFound("agent"))?;
     let etag = format!("\"v{}\"", def.definition_version);
     let matches = headers
         .get(header::IF_NONE_MATCH)
@@ -383,6 +433,7 @@ pub async fn definition(
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let body = json!({ "agent_id": id, "version": def.definition_version, "definition": def.definition });
+    let body =
+        json!({ "agent_id": id, "version": def.definition_version, "definition": def.definition });
     Ok(([(header::ETAG, etag_value)], axum::Json(body)).into_response())
 }

@@ -22,10 +22,19 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
         None
     };
     let ready = pg_ok && redis.unwrap_or(true);
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let mut checks = json!({ "postgres": if pg_ok { "up" } else { "down" } });
     if let Some(ok) = redis {
         checks["redis"] = json!(if ok { "up" } else { "down" });
     }
-    (status, axum::Json(json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks })))
+    (
+        status,
+        axum::Json(
+            json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks }),
+        ),
+    )
 }

@@ -28,7 +28,9 @@ pub async fn list(
     let mut conn = state.pool.acquire().await?;
     let limit = q.limit.get();
     let rows = db::runtimes::list(&mut conn, ws, q.cursor, limit + 1).await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |r| r.id.to_string())))
+    Ok(axum::Json(Page::from_rows(rows, limit, |r| {
+        r.id.to_string()
+    })))
 }
 
 pub async fn get(
@@ -37,6 +39,8 @@ pub async fn get(
     Path(id): Path<RuntimeId>,
 ) -> ApiResult<axum::Json<Runtime>> {
     let mut conn = state.pool.acquire().await?;
-    let rt = db::runtimes::get(&mut conn, id, ws).await?.ok_or(ApiError::NotFound("runtime"))?;
+    let rt = db::runtimes::get(&mut conn, id, ws)
+        .await?
+        .ok_or(ApiError::NotFound("runtime"))?;
     Ok(axum::Json(rt))
 }

@@ -38,7 +38,9 @@ pub async fn create(
     if let Some(key) = &body.idempotency_key
         && (key.is_empty() || key.chars().count() > 200)
     {
-        return Err(ApiError::validation("idempotency_key must be 1 to 200 characters"));
+        return Err(ApiError::validation(
+            "idempotency_key must be 1 to 200 characters",
+        ));
     }
     let req = Enqueue {
         agent: body.agent_id,
@@ -48,7 +50,11 @@ pub async fn create(
         idempotency_key: body.idempotency_key.as_deref(),
     };
     let (task, created) = service::tasks::enqueue(&state, ws, &req).await?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, axum::Json(task)))
 }
 
@@ -73,14 +79,25 @@ pub async fn list(
         return Err(ApiError::BadRequest(format!("unknown status `{s}`")));
     }
     let before_seq = match &q.cursor {
-        Some(c) => Some(c.parse::<i64>().map_err(|_| ApiError::BadRequest("invalid cursor".into()))?),
+        Some(c) => Some(
+            c.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest("invalid cursor".into()))?,
+        ),
         None => None,
     };
     let limit = q.limit.get();
-    let filter = ListFilter { status: q.status, agent: q.agent_id, runtime: q.runtime_id, before_seq, limit: limit + 1 };
+    let filter = ListFilter {
+        status: q.status,
+        agent: q.agent_id,
+        runtime: q.runtime_id,
+        before_seq,
+        limit: limit + 1,
+    };
     let mut conn = state.pool.acquire().await?;
     let rows = db::tasks::list(&mut conn, ws, &filter).await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |t| t.seq.to_string())))
+    Ok(axum::Json(Page::from_rows(rows, limit, |t| {
+        t.seq.to_string()
+    })))
 }
 
 #[derive(Debug, Serialize)]
@@ -96,7 +113,9 @@ pub async fn get(
     Path(id): Path<TaskId>,
 ) -> ApiResult<axum::Json<TaskWithAttempts>> {
     let mut conn = state.pool.acquire().await?;
-    let task = db::tasks::get(&mut conn, id, ws).await?.ok_or(ApiError::NotFound("task"))?;
+    let task = db::tasks::get(&mut conn, id, ws)
+        .await?
+        .ok_or(ApiError::NotFound("task"))?;
     let mut attempts = db::tasks::attempts(&mut conn, id).await?;
     // The open attempt lives on the task row.
     if let (Some(attempt_id), Some(dispatched_at)) = (task.attempt_id, task.dispatched_at)

@@ -30,12 +30,17 @@ pub async fn create(
             .ok_or_else(|| ApiError::validation("cannot derive a slug from this name; give one"))?,
     };
     let mut conn = state.pool.acquire().await?;
-    let ws = db::workspaces::insert(&mut conn, WorkspaceId::new(), body.name.as_str(), slug.as_str())
-        .await
-        .map_err(|e| match ApiError::from(e) {
-            ApiError::Conflict(_) => ApiError::Conflict(format!("slug `{}` is taken", slug.as_str())),
-            other => other,
-        })?;
+    let ws = db::workspaces::insert(
+        &mut conn,
+        WorkspaceId::new(),
+        body.name.as_str(),
+        slug.as_str(),
+    )
+    .await
+    .map_err(|e| match ApiError::from(e) {
+        ApiError::Conflict(_) => ApiError::Conflict(format!("slug `{}` is taken", slug.as_str())),
+        other => other,
+    })?;
     Ok((StatusCode::CREATED, axum::Json(ws)))
 }
 
@@ -68,7 +73,9 @@ pub async fn create_token(
         Caller::Admin => {}
         Caller::Member { workspace, .. } if workspace == ws => {}
         Caller::Member { .. } => return Err(ApiError::NotFound("workspace")),
-        Caller::Daemon { .. } => return Err(ApiError::Forbidden("daemon tokens cannot mint tokens")),
+        Caller::Daemon { .. } => {
+            return Err(ApiError::Forbidden("daemon tokens cannot mint tokens"));
+        }
     }
     let mut conn = state.pool.acquire().await?;
     if !db::workspaces::exists(&mut conn, ws).await? {
@@ -76,7 +83,15 @@ pub async fn create_token(
     }
     let secret = auth::generate_token();
     let digest = auth::digest(&secret);
-    let t = db::tokens::insert(&mut conn, TokenId::new(), ws, body.kind.as_str(), body.name.as_str(), &digest).await?;
+    let t = db::tokens::insert(
+        &mut conn,
+        TokenId::new(),
+        ws,
+        body.kind.as_str(),
+        body.name.as_str(),
+        &digest,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedToken {
@@ -99,7 +114,9 @@ pub async fn revoke_token(
     let scope = match caller {
         Caller::Admin => None,
         Caller::Member { workspace, .. } => Some(workspace),
-        Caller::Daemon { .. } => return Err(ApiError::Forbidden("daemon tokens cannot revoke tokens")),
+        Caller::Daemon { .. } => {
+            return Err(ApiError::Forbidden("daemon tokens cannot revoke tokens"));
+        }
     };
     let mut conn = state.pool.acquire().await?;
     if db::tokens::revoke(&mut conn, id, scope).await? {
