@@ -16,6 +16,7 @@ pub mod ids;
 pub mod live;
 pub mod service;
 pub mod state;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -90,6 +91,7 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tracker.spawn(state.hub.waker.clone().run_timers(shutdown.clone()));
+    tracker.spawn(sweep::run(state.clone(), shutdown.clone()));
 
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "paddock listening");

@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod events;
 pub mod runtimes;
+pub mod sweeps;
 pub mod tasks;
 pub mod tokens;
 pub mod workspaces;

@@ -174,3 +174,24 @@ pub async fn lock_for_claim(conn: &mut PgConnection, id: RuntimeId) -> sqlx::Res
         .await?;
     Ok(())
 }
+
+pub struct Touched {
+    pub id: RuntimeId,
+    pub was_status: String,
+}
+
+/// Writes `last_seen_at` and brings offline runtimes online (heartbeat slow path).
+pub async fn touch_or_revive(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    ids: &[RuntimeId],
+) -> sqlx::Result<Vec<Touched>> {
+    sqlx::query_file_as!(
+        Touched,
+        "queries/runtimes/touch_or_revive.sql",
+        ws.0,
+        &uuids(ids)
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -104,26 +104,23 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
     let mut evs = Vec::new();
     let mut unknown = Vec::new();
     if !to_check.is_empty() {
-        let known = db::runtimes::statuses(&mut tx, ws, &to_check).await?;
+        let touched = db::runtimes::touch_or_revive(&mut tx, ws, &to_check).await?;
         for (id, state) in ids.iter().zip(states.iter_mut()) {
-            if to_check.contains(id) && !known.iter().any(|k| k.id == *id) {
+            if to_check.contains(id) && !touched.iter().any(|t| t.id == *id) {
                 state.status = "unknown";
                 unknown.push((ws, *id));
             }
         }
-        let offline: Vec<RuntimeId> = known
+        let revived: Vec<RuntimeId> = touched
             .iter()
-            .filter(|k| k.status == "offline")
-            .map(|k| k.id)
+            .filter(|t| t.was_status == "offline")
+            .map(|t| t.id)
             .collect();
-        if !offline.is_empty() {
-            revive(&mut tx, ws, &offline, &mut evs).await?;
+        for id in &revived {
+            evs.push(events::runtime("runtime.online", ws, *id, json!({})));
         }
-        if fallback {
-            let live: Vec<RuntimeId> = known.iter().map(|k| k.id).collect();
-            let now = vec![chrono::Utc::now(); live.len()];
-            db::runtimes::flush_last_seen(&mut tx, &live, &now).await?;
-        }
+        let agents = db::agents::of_runtimes(&mut tx, &revived).await?;
+        refresh_agents(&mut tx, &agents, &mut evs).await?;
     }
     let known_cancels: Vec<RuntimeId> = want_cancels
         .into_iter()
@@ -142,27 +139,6 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
         runtimes: states,
         cancel,
     })
-}
-
-/// Brings offline runtimes back online, with their events and agents' statuses.
-async fn revive(
-    conn: &mut PgConnection,
-    ws: WorkspaceId,
-    ids: &[RuntimeId],
-    evs: &mut Vec<NewEvent>,
-) -> ApiResult<()> {
-    let changed = db::runtimes::mark_online(conn, ws, ids).await?;
-    let changed_ids: Vec<RuntimeId> = changed.iter().map(|c| c.id).collect();
-    for c in &changed {
-        evs.push(events::runtime(
-            "runtime.online",
-            c.workspace_id,
-            c.id,
-            json!({}),
-        ));
-    }
-    let agents = db::agents::of_runtimes(conn, &changed_ids).await?;
-    refresh_agents(conn, &agents, evs).await
 }
 
 /// Takes runtimes that were just marked offline through the consequences: their active tasks fail
@@ -200,10 +176,20 @@ pub async fn deregister(
     let changed = db::runtimes::mark_offline(&mut tx, ws, ids).await?;
     let mut evs = Vec::new();
     after_offline(&mut tx, app, &changed, &mut evs).await?;
+    forget(app, &changed).await;
     commit(app, tx, evs).await?;
-    let keys: Vec<(WorkspaceId, RuntimeId)> = ids.iter().map(|&id| (ws, id)).collect();
-    if let Err(e) = app.live.forget(&keys).await {
-        tracing::warn!(error = %e, "could not drop liveness keys at deregistration");
-    }
     Ok(changed.into_iter().map(|c| c.id).collect())
+}
+
+/// Drops the liveness keys of runtimes being taken offline — before the transaction commits, so a
+/// key never outlives the runtime's online status: a heartbeat that arrives in between finds no key,
+/// takes the slow path, waits for the row lock and revives the runtime. If the store fails, the keys
+/// expire within `stale_threshold` and the same happens then.
+pub async fn forget(app: &App, changed: &[db::runtimes::Changed]) {
+    let keys: Vec<(WorkspaceId, RuntimeId)> =
+        changed.iter().map(|c| (c.workspace_id, c.id)).collect();
+    if let Err(e) = app.live.forget(&keys).await {
+        tracing::warn!(error = %e, "could not drop liveness keys of runtimes going offline");
+        metrics::counter!("paddock_liveness_errors_total", "op" => "forget").increment(1);
+    }
 }

@@ -6,7 +6,10 @@
 //! test process of the run and left running for the next run; otherwise the test fails with a
 //! message naming what to install. Nothing is ever skipped.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,22 +78,30 @@ pub fn services() -> &'static Services {
 }
 
 fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// Test databases are named `paddock_test_<unix secs>_<random>`; those over two hours old are
 /// leftovers of earlier runs.
 async fn drop_stale_databases(admin_url: &str) {
-    let Ok(mut conn) = PgConnection::connect(admin_url).await else { return };
-    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'paddock_test_%'")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_default();
+    let Ok(mut conn) = PgConnection::connect(admin_url).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'paddock_test_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
     let cutoff = unix_secs().saturating_sub(2 * 3600);
     for name in names {
         let created: Option<u64> = name.split('_').nth(2).and_then(|s| s.parse().ok());
         if created.is_some_and(|t| t < cutoff) {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut conn).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
@@ -119,8 +130,13 @@ fn url_without_db(admin_url: &str) -> String {
 pub async fn fresh_database() -> String {
     let svc = services();
     let name = format!("paddock_test_{}_{}", unix_secs(), Uuid::new_v4().simple());
-    let mut conn = PgConnection::connect(&svc.admin_url).await.expect("connect to the test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.expect("create test database");
+    let mut conn = PgConnection::connect(&svc.admin_url)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
     database_url(&svc.admin_url, &name)
 }
 
@@ -198,13 +214,18 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let database_url = settings.database_url.clone().unwrap();
         // Migrate before serving so that the assertion pool sees the schema.
-        let pool = PgPool::connect(&database_url).await.expect("connect test pool");
+        let pool = PgPool::connect(&database_url)
+            .await
+            .expect("connect test pool");
         paddock::db::MIGRATOR.run(&pool).await.expect("migrate");
         let handle = tokio::spawn(paddock::serve(settings.clone(), listener, shutdown.clone()));
         let app = TestApp {
             addr,
             base: format!("http://{addr}"),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
             admin_token: settings.admin_token.clone().unwrap_or_default(),
             database_url,
             settings,
@@ -233,7 +254,13 @@ impl TestApp {
         }
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -245,30 +272,48 @@ impl TestApp {
         let status = res.status();
         let headers = res.headers().clone();
         let text = res.text().await.unwrap_or_default();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Resp { status, headers, body }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
-        self.request(reqwest::Method::GET, path, Some(token), None).await
+        self.request(reqwest::Method::GET, path, Some(token), None)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.request(reqwest::Method::POST, path, Some(token), Some(body)).await
+        self.request(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.request(reqwest::Method::PATCH, path, Some(token), Some(body)).await
+        self.request(reqwest::Method::PATCH, path, Some(token), Some(body))
+            .await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Resp {
-        self.request(reqwest::Method::DELETE, path, Some(token), None).await
+        self.request(reqwest::Method::DELETE, path, Some(token), None)
+            .await
     }
 
     /// A workspace with a member and a daemon token.
     pub async fn workspace(&self) -> Ws {
         let slug = format!("ws-{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let r = self.post("/api/v1/workspaces", &self.admin_token, json!({ "name": slug, "slug": slug })).await;
+        let r = self
+            .post(
+                "/api/v1/workspaces",
+                &self.admin_token,
+                json!({ "name": slug, "slug": slug }),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         let id = r.body["id"].as_str().unwrap().to_owned();
         let member = self.token(&id, "member").await;
@@ -278,7 +323,11 @@ impl TestApp {
 
     pub async fn token(&self, ws: &str, kind: &str) -> String {
         let r = self
-            .post(&format!("/api/v1/workspaces/{ws}/tokens"), &self.admin_token, json!({ "kind": kind, "name": kind }))
+            .post(
+                &format!("/api/v1/workspaces/{ws}/tokens"),
+                &self.admin_token,
+                json!({ "kind": kind, "name": kind }),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
         r.body["token"].as_str().unwrap().to_owned()
@@ -286,7 +335,11 @@ impl TestApp {
 
     /// Registers a runtime; returns its id.
     pub async fn runtime(&self, ws: &Ws, daemon_id: &str) -> String {
-        self.runtime_with(ws, json!({ "daemon_id": daemon_id, "provider": "claude-code" })).await
+        self.runtime_with(
+            ws,
+            json!({ "daemon_id": daemon_id, "provider": "claude-code" }),
+        )
+        .await
     }
 
     pub async fn runtime_with(&self, ws: &Ws, body: Value) -> String {
@@ -323,7 +376,11 @@ impl TestApp {
     /// Claims for a runtime; returns the reply body.
     pub async fn claim(&self, ws: &Ws, runtime: &str, max_tasks: i64, wait_ms: u64) -> Value {
         let r = self
-            .post("/api/v1/daemon/claim", &ws.daemon, json!({ "runtime_id": runtime, "max_tasks": max_tasks, "wait_ms": wait_ms }))
+            .post(
+                "/api/v1/daemon/claim",
+                &ws.daemon,
+                json!({ "runtime_id": runtime, "max_tasks": max_tasks, "wait_ms": wait_ms }),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         r.body
@@ -331,12 +388,16 @@ impl TestApp {
 
     /// A daemon report on one task: `action` is start|progress|complete|fail.
     pub async fn report(&self, ws: &Ws, task: &str, action: &str, body: Value) -> Resp {
-        self.post(&format!("/api/v1/tasks/{task}/{action}"), &ws.daemon, body).await
+        self.post(&format!("/api/v1/tasks/{task}/{action}"), &ws.daemon, body)
+            .await
     }
 
     /// Rows of a table, for "nothing was written" assertions.
     pub async fn count(&self, table: &str) -> i64 {
-        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&self.pool).await.unwrap()
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
     }
 }
 
