@@ -92,6 +92,21 @@ pub async fn serve(
     ));
     tracker.spawn(state.hub.waker.clone().run_timers(shutdown.clone()));
     tracker.spawn(sweep::run(state.clone(), shutdown.clone()));
+    tracker.spawn(events::feed::notifier(
+        state.pool.clone(),
+        state.hub.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(events::feed::listener(
+        state.pool.clone(),
+        state.hub.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(events::feed::reader(
+        state.pool.clone(),
+        state.hub.clone(),
+        shutdown.clone(),
+    ));
 
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "paddock listening");

@@ -1,4 +1,5 @@
-//! The event log: written in the same transaction as the change it records.
+//! The event log: written in the same transaction as the change it records, read in log order
+//! `(xact_id, id)` below the commit horizon.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,7 +17,7 @@ pub struct NewEvent {
     pub payload: serde_json::Value,
 }
 
-/// A stored event, as sent to clients.
+/// A stored event, as sent to clients (`{id, type, subject_id, occurred_at, payload}`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub id: EventId,
@@ -27,6 +28,45 @@ pub struct Event {
     pub subject_id: Uuid,
     pub occurred_at: DateTime<Utc>,
     pub payload: serde_json::Value,
+    /// The writing transaction (log order is `(xact_id, id)`); 0 when not read from the log.
+    #[serde(skip)]
+    pub xact_id: u64,
+}
+
+impl Event {
+    pub fn position(&self) -> Position {
+        Position {
+            xact_id: self.xact_id,
+            id: self.id,
+            min_id: 0,
+        }
+    }
+}
+
+/// A place in the log: everything up to and including `(xact_id, id)` has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    pub xact_id: u64,
+    pub id: EventId,
+    /// Also require `id > min_id` (resuming after an id whose row is gone or unknown).
+    pub min_id: EventId,
+}
+
+impl Position {
+    pub const START: Position = Position {
+        xact_id: 0,
+        id: 0,
+        min_id: 0,
+    };
+
+    /// Whether `e` comes after this position.
+    pub fn precedes(&self, e: &Event) -> bool {
+        (e.xact_id, e.id) > (self.xact_id, self.id) && e.id > self.min_id
+    }
+}
+
+fn parse_xact(s: &str) -> u64 {
+    s.parse().unwrap_or(0)
 }
 
 pub async fn insert(conn: &mut PgConnection, events: &[NewEvent]) -> sqlx::Result<Vec<Event>> {
@@ -55,25 +95,9 @@ pub async fn insert(conn: &mut PgConnection, events: &[NewEvent]) -> sqlx::Resul
             subject_id: r.subject_id,
             occurred_at: r.occurred_at,
             payload: r.payload,
+            xact_id: 0,
         })
         .collect())
-}
-
-/// Where to resume a workspace's log.
-#[derive(Debug, Clone)]
-pub struct Position {
-    pub xact_id: String,
-    pub id: EventId,
-    /// Also require `id > min_id` (resuming after an id whose row is gone or unknown).
-    pub min_id: EventId,
-}
-
-impl Position {
-    pub const START: Position = Position {
-        xact_id: String::new(),
-        id: 0,
-        min_id: 0,
-    };
 }
 
 /// The position just after event `after` of the workspace.
@@ -86,59 +110,79 @@ pub async fn position_after(
         .fetch_optional(conn)
         .await?;
     Ok(match xact {
-        Some(xact_id) => Position {
-            xact_id,
+        Some(x) => Position {
+            xact_id: parse_xact(&x),
             id: after,
             min_id: 0,
         },
         None => Position {
-            xact_id: "0".into(),
+            xact_id: 0,
             id: 0,
             min_id: after,
         },
     })
 }
 
-/// Events after `pos`, below the commit horizon, in log order; also returns the position after the last.
+/// The position from which only events committed from now on are read.
+pub async fn horizon(conn: &mut PgConnection) -> sqlx::Result<Position> {
+    let xmin = sqlx::query_file_scalar!("queries/events/horizon.sql")
+        .fetch_one(conn)
+        .await?;
+    // Rows of transactions below xmin have all committed (or aborted) already.
+    Ok(Position {
+        xact_id: parse_xact(&xmin).saturating_sub(1),
+        id: i64::MAX,
+        min_id: 0,
+    })
+}
+
+macro_rules! event_from_row {
+    ($r:expr) => {
+        Event {
+            id: $r.id,
+            workspace_id: $r.workspace_id,
+            kind: $r.r#type,
+            subject_id: $r.subject_id,
+            occurred_at: $r.occurred_at,
+            payload: $r.payload,
+            xact_id: parse_xact(&$r.xact_id),
+        }
+    };
+}
+
+/// A workspace's events after `pos`, below the commit horizon, in log order.
 pub async fn list_after(
     conn: &mut PgConnection,
     ws: WorkspaceId,
     pos: &Position,
     limit: i64,
-) -> sqlx::Result<(Vec<Event>, Position)> {
-    let xact = if pos.xact_id.is_empty() {
-        "0"
-    } else {
-        pos.xact_id.as_str()
-    };
+) -> sqlx::Result<Vec<Event>> {
     let rows = sqlx::query_file!(
         "queries/events/list_after.sql",
         ws.0,
-        xact,
+        pos.xact_id.to_string(),
         pos.id,
         pos.min_id,
         limit
     )
     .fetch_all(conn)
     .await?;
-    let next = match rows.last() {
-        Some(r) => Position {
-            xact_id: r.xact_id.clone(),
-            id: r.id,
-            min_id: pos.min_id,
-        },
-        None => pos.clone(),
-    };
-    let events = rows
-        .into_iter()
-        .map(|r| Event {
-            id: r.id,
-            workspace_id: r.workspace_id,
-            kind: r.r#type,
-            subject_id: r.subject_id,
-            occurred_at: r.occurred_at,
-            payload: r.payload,
-        })
-        .collect();
-    Ok((events, next))
+    Ok(rows.into_iter().map(|r| event_from_row!(r)).collect())
+}
+
+/// Every workspace's events after `pos`, below the commit horizon, in log order.
+pub async fn feed_after(
+    conn: &mut PgConnection,
+    pos: &Position,
+    limit: i64,
+) -> sqlx::Result<Vec<Event>> {
+    let rows = sqlx::query_file!(
+        "queries/events/feed_after.sql",
+        pos.xact_id.to_string(),
+        pos.id,
+        limit
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| event_from_row!(r)).collect())
 }

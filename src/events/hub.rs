@@ -1,38 +1,80 @@
-//! After a transaction commits, its events are published here: the waker reacts and subscribers
-//! (WebSocket sessions) receive them.
+//! The in-process side of event fan-out.
+//!
+//! * `committed` is called by the writer right after its transaction commits: the waker reacts at
+//!   once (local long polls), the feed reader is nudged, and the notifier is told the newest id so it
+//!   can wake the other replicas.
+//! * The feed reader (`feed.rs`) reads the log in order below the commit horizon and `deliver`s each
+//!   event once per replica to the WebSocket sessions (and to the waker, for events written by other
+//!   replicas).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast, watch};
 
 use super::Waker;
 use crate::db::events::Event;
 
+/// Events a slow WebSocket session may fall behind before it is dropped.
+pub const SESSION_BACKLOG: usize = 4096;
+
 pub struct Hub {
     pub waker: Arc<Waker>,
-    tx: broadcast::Sender<Arc<Event>>,
+    sessions: broadcast::Sender<Arc<Event>>,
+    /// Nudges the feed reader (local commits, notifications from other replicas).
+    pub feed_nudge: Notify,
+    /// Highest event id known to be committed somewhere (local commits and notifications).
+    pub known_max_id: AtomicI64,
+    /// Newest id committed by this replica, for the notifier.
+    pub committed_id: watch::Sender<i64>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        let (tx, _) = broadcast::channel(4096);
+        let (sessions, _) = broadcast::channel(SESSION_BACKLOG);
+        let (committed_id, _) = watch::channel(0);
         Self {
             waker: Arc::default(),
-            tx,
+            sessions,
+            feed_nudge: Notify::new(),
+            known_max_id: AtomicI64::new(0),
+            committed_id,
         }
     }
 }
 
 impl Hub {
-    /// Publishes events that have committed.
-    pub fn publish(&self, events: Vec<crate::db::events::Event>) {
-        for e in events {
-            self.waker.on_event(&e);
-            let _ = self.tx.send(Arc::new(e));
+    /// A transaction that wrote these events has committed.
+    pub fn committed(&self, events: Vec<Event>) {
+        let Some(max) = events.iter().map(|e| e.id).max() else {
+            return;
+        };
+        for e in &events {
+            self.waker.on_event(e);
         }
+        self.known(max);
+        self.committed_id.send_if_modified(|cur| {
+            let newer = max > *cur;
+            if newer {
+                *cur = max;
+            }
+            newer
+        });
+    }
+
+    /// Some replica committed events up to `id`.
+    pub fn known(&self, id: i64) {
+        self.known_max_id.fetch_max(id, Ordering::AcqRel);
+        self.feed_nudge.notify_one();
+    }
+
+    /// The feed reader hands over one event, in log order.
+    pub fn deliver(&self, e: Event) {
+        self.waker.on_event(&e);
+        let _ = self.sessions.send(Arc::new(e));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.tx.subscribe()
+        self.sessions.subscribe()
     }
 }

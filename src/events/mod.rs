@@ -1,6 +1,7 @@
 //! Events: what every state change writes (in its own transaction), and the in-process fan-out
 //! that wakes long-poll claims and feeds subscribers once the transaction has committed.
 
+pub mod feed;
 pub mod hub;
 pub mod waker;
 

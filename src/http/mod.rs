@@ -14,7 +14,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use routes::{agents, daemon, events, ops, runtimes, tasks, workspaces};
+use routes::{agents, daemon, events, ops, runtimes, tasks, workspaces, ws};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}/complete", post(daemon::complete))
         .route("/tasks/{id}/fail", post(daemon::fail))
         .route("/events", get(events::list))
+        .route("/ws", get(ws::ws))
         .route("/daemon/register", post(daemon::register))
         .route("/daemon/heartbeat", post(daemon::heartbeat))
         .route("/daemon/claim", post(daemon::claim))

@@ -24,7 +24,7 @@ pub async fn commit(
 ) -> ApiResult<()> {
     let stored = db::events::insert(&mut tx, &events).await?;
     tx.commit().await?;
-    app.hub.publish(stored);
+    app.hub.committed(stored);
     Ok(())
 }
 

@@ -88,7 +88,12 @@ pub async fn tick(state: &AppState, replica: &str) {
 
 /// The sweeper loop: try to lead every interval; while leading, tick.
 pub async fn run(state: AppState, shutdown: CancellationToken) {
-    let replica = format!("{}:{}", hostname(), std::process::id());
+    let replica = format!(
+        "{}:{}:{}",
+        hostname(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
     let mut leader = leader::Leader::new(state.settings.database_url.clone().unwrap_or_default());
     let mut interval = tokio::time::interval(state.settings.sweep_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

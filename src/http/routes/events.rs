@@ -32,7 +32,7 @@ pub async fn list(
         Some(after) if after > 0 => db::events::position_after(&mut conn, ws, after).await?,
         _ => Position::START,
     };
-    let (items, _) = db::events::list_after(&mut conn, ws, &pos, q.limit.get()).await?;
+    let items = db::events::list_after(&mut conn, ws, &pos, q.limit.get()).await?;
     let next_cursor = items.last().map(|e| e.id.to_string());
     Ok(axum::Json(Page { items, next_cursor }))
 }

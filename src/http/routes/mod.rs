@@ -7,6 +7,7 @@ pub mod ops;
 pub mod runtimes;
 pub mod tasks;
 pub mod workspaces;
+pub mod ws;
 
 use serde::Serialize;
 

@@ -1,0 +1,150 @@
+//! Cross-replica fan-out over Postgres `LISTEN/NOTIFY`.
+//!
+//! * The **notifier** coalesces this replica's commits: at most one `NOTIFY paddock_events, '<max id>'`
+//!   every `COALESCE` window, sent in its own tiny transaction — never inside the writing transactions,
+//!   where a pending notification would take a global lock at commit.
+//! * The **listener** `LISTEN`s on a dedicated connection and nudges the reader; when the connection
+//!   drops it reconnects and nudges anyway, so the reader catches up from its last position.
+//! * The **reader** keeps one log position per replica and reads new events below the commit horizon
+//!   (`db::events::feed_after`), delivering each once to the hub. It re-reads shortly while a known
+//!   event is still above the horizon, and every second regardless.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use super::Hub;
+use crate::db;
+
+pub const CHANNEL: &str = "paddock_events";
+const COALESCE: Duration = Duration::from_millis(2);
+const READ_BATCH: i64 = 1000;
+const SAFETY_POLL: Duration = Duration::from_secs(1);
+
+pub async fn notifier(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut rx = hub.committed_id.subscribe();
+    loop {
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { break },
+            _ = shutdown.cancelled() => break,
+        }
+        tokio::time::sleep(COALESCE).await;
+        let id = *rx.borrow_and_update();
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(id.to_string())
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "could not notify other replicas; they catch up on their next poll");
+        }
+    }
+}
+
+pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "event listener cannot connect; retrying");
+                retry_pause(&shutdown).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            retry_pause(&shutdown).await;
+            continue;
+        }
+        // Anything committed while we were not listening is caught up by the reader.
+        hub.feed_nudge.notify_one();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) => {
+                        let id = n.payload().parse::<i64>().unwrap_or(i64::MAX);
+                        hub.known(id);
+                    }
+                    Ok(None) => {
+                        tracing::warn!("event listener connection lost; reconnecting and catching up");
+                        hub.feed_nudge.notify_one();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event listener failed; reconnecting");
+                        hub.feed_nudge.notify_one();
+                        break;
+                    }
+                },
+            }
+        }
+        retry_pause(&shutdown).await;
+    }
+}
+
+async fn retry_pause(shutdown: &CancellationToken) {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        _ = shutdown.cancelled() => {}
+    }
+}
+
+pub async fn reader(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut pos = loop {
+        match pool.acquire().await {
+            Ok(mut conn) => match db::events::horizon(&mut conn).await {
+                Ok(p) => break p,
+                Err(e) => tracing::warn!(error = %e, "event reader cannot read the horizon"),
+            },
+            Err(e) => tracing::warn!(error = %e, "event reader cannot connect"),
+        }
+        retry_pause(&shutdown).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+    };
+    let mut delivered_max = 0i64;
+    let mut backoff = Duration::from_millis(2);
+    loop {
+        let batch = match pool.acquire().await {
+            Ok(mut conn) => db::events::feed_after(&mut conn, &pos, READ_BATCH)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "event feed read failed");
+                    Vec::new()
+                }),
+            Err(e) => {
+                tracing::warn!(error = %e, "event reader cannot connect");
+                Vec::new()
+            }
+        };
+        let full = batch.len() as i64 == READ_BATCH;
+        for e in batch {
+            pos = e.position();
+            delivered_max = delivered_max.max(e.id);
+            hub.deliver(e);
+        }
+        if full {
+            continue;
+        }
+        // Something committed is still above the horizon (an older transaction is open): look again
+        // soon, backing off; otherwise sleep until nudged.
+        let pending = hub.known_max_id.load(Ordering::Acquire) > delivered_max;
+        let wait = if pending {
+            backoff = (backoff * 2).min(SAFETY_POLL);
+            backoff
+        } else {
+            backoff = Duration::from_millis(2);
+            SAFETY_POLL
+        };
+        tokio::select! {
+            _ = hub.feed_nudge.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `GET /api/v1/ws`: the workspace's events, live, over a WebSocket.
+//!
+//! Authenticated with a member token (header, or `?token=` for browsers) before the upgrade. With
+//! `?after=<event id>` the session first replays what it missed from the log, then goes live; it
+//! subscribes before replaying and drops live events at or before the replay's last position, so there
+//! is neither a gap nor a duplicate at the seam. Frames are `{id, type, occurred_at, subject_id,
+//! payload}` in log order. A client that falls more than `SESSION_BACKLOG` events behind (or whose
+//! socket stalls for `SEND_TIMEOUT`) is closed with 1013 and reconnects with `after`.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::auth::{Caller, authenticate};
+use crate::db;
+use crate::db::events::{Event, Position};
+use crate::error::ApiError;
+use crate::http::extract::Query;
+use crate::ids::{EventId, WorkspaceId};
+use crate::state::AppState;
+
+const PING_EVERY: Duration = Duration::from_secs(20);
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const REPLAY_PAGE: i64 = 500;
+
+/// A member token from the `Authorization` header or the `token` query parameter.
+pub struct WsMember(pub WorkspaceId);
+
+impl FromRequestParts<AppState> for WsMember {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match authenticate(state, parts, true).await? {
+            Caller::Member { workspace, .. } => Ok(WsMember(workspace)),
+            _ => Err(ApiError::Forbidden("the event stream needs a member token")),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    after: Option<EventId>,
+    #[serde(rename = "token")]
+    _token: Option<String>,
+}
+
+pub async fn ws(
+    WsMember(ws): WsMember,
+    State(state): State<AppState>,
+    Query(q): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade.on_upgrade(move |socket| async move {
+        metrics::gauge!("paddock_websocket_connections").increment(1.0);
+        if let Err(e) = session(&state, ws, q.after, socket).await {
+            tracing::debug!(error = %e, "websocket session ended");
+        }
+        metrics::gauge!("paddock_websocket_connections").decrement(1.0);
+    })
+}
+
+async fn send_event(socket: &mut WebSocket, e: &Event) -> anyhow::Result<()> {
+    let text = serde_json::to_string(e)?;
+    tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into())))
+        .await
+        .map_err(|_| anyhow::anyhow!("send timed out"))??;
+    Ok(())
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+}
+
+async fn session(
+    state: &AppState,
+    ws: WorkspaceId,
+    after: Option<EventId>,
+    mut socket: WebSocket,
+) -> anyhow::Result<()> {
+    let mut live = state.hub.subscribe();
+    let mut last: Option<Position> = None;
+    if let Some(after) = after {
+        let mut conn = state.pool.acquire().await?;
+        let mut pos = db::events::position_after(&mut conn, ws, after).await?;
+        loop {
+            let page = db::events::list_after(&mut conn, ws, &pos, REPLAY_PAGE).await?;
+            let n = page.len() as i64;
+            for e in &page {
+                if send_event(&mut socket, e).await.is_err() {
+                    close(socket, close_code::AGAIN, "too slow").await;
+                    return Ok(());
+                }
+                pos = Position {
+                    min_id: pos.min_id,
+                    ..e.position()
+                };
+            }
+            if n < REPLAY_PAGE {
+                break;
+            }
+        }
+        last = Some(pos);
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    loop {
+        tokio::select! {
+            msg = live.recv() => match msg {
+                Ok(e) => {
+                    if e.workspace_id != ws || last.is_some_and(|p| !p.precedes(&e)) {
+                        continue;
+                    }
+                    if send_event(&mut socket, &e).await.is_err() {
+                        close(socket, close_code::AGAIN, "too slow").await;
+                        return Ok(());
+                    }
+                    last = Some(Position { min_id: 0, ..e.position() });
+                }
+                Err(RecvError::Lagged(_)) => {
+                    metrics::counter!("paddock_websocket_dropped_total", "reason" => "lagged").increment(1);
+                    close(socket, close_code::AGAIN, "client too slow; reconnect with ?after=<last id>").await;
+                    return Ok(());
+                }
+                Err(RecvError::Closed) => {
+                    close(socket, close_code::AWAY, "server shutting down").await;
+                    return Ok(());
+                }
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                Some(Ok(_)) => awaiting_pong = false,
+            },
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    close(socket, close_code::POLICY, "no pong").await;
+                    return Ok(());
+                }
+                awaiting_pong = true;
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return Ok(());
+                }
+            }
+            _ = state.shutdown.cancelled() => {
+                close(socket, close_code::AWAY, "server shutting down").await;
+                return Ok(());
+            }
+        }
+    }
+}
