@@ -17,6 +17,7 @@ pub mod live;
 pub mod service;
 pub mod state;
 pub mod sweep;
+pub mod telemetry;
 
 use std::sync::Arc;
 
@@ -62,6 +63,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     let live = Arc::new(Liveness::new(backend, settings.stale_threshold));
     let admin_digest = settings.admin_token.as_deref().map(auth::digest);
+    telemetry::handle();
+    // A small pool of its own, so scrapes never compete with requests for connections.
+    let gauges = telemetry::Gauges::new(
+        db::connect(&url, 2)
+            .await
+            .context("cannot connect the metrics pool")?,
+    );
     if admin_digest.is_none() {
         tracing::warn!("no admin token configured: admin routes refuse every caller");
     }
@@ -71,6 +79,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         admin_digest,
         live,
         hub: Arc::new(Hub::default()),
+        gauges,
         shutdown,
     })))
 }

@@ -18,6 +18,7 @@ pub struct App {
     pub admin_digest: Option<[u8; 32]>,
     pub live: Arc<Liveness>,
     pub hub: Arc<Hub>,
+    pub gauges: crate::telemetry::Gauges,
     pub shutdown: CancellationToken,
 }
 

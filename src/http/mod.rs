@@ -64,10 +64,13 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .nest("/api/v1", api)
+        .route("/", get(ops::dashboard))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(crate::telemetry::metrics_endpoint))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(state.settings.max_request_body))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

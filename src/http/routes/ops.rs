@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Html;
 use serde_json::{Value, json};
 
 use crate::state::AppState;
@@ -37,4 +38,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
             json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks }),
         ),
     )
+}
+
+/// `GET /`: the live dashboard, a static page compiled into the binary.
+pub async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("../dashboard.html"))
 }
