@@ -39,15 +39,18 @@ pub enum ApiError {
     Internal(anyhow::Error),
 }
 
-/// The problem+json body.
-#[derive(Debug, Serialize)]
+/// The problem+json body (RFC 9457).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_: String,
-    pub title: &'static str,
+    pub title: String,
     pub status: u16,
     pub detail: String,
-    pub code: &'static str,
+    /// Stable machine-readable code: `unauthorized`, `forbidden`, `not_found`, `validation_failed`,
+    /// `payload_too_large`, `runtime_offline`, `attempt_superseded`, `invalid_transition`, `conflict`,
+    /// `rate_limited`, `unavailable`.
+    pub code: String,
 }
 
 impl ApiError {
@@ -112,10 +115,10 @@ impl ApiError {
                 "https://paddock.dev/problems/{}",
                 self.code().replace('_', "-")
             ),
-            title: self.title(),
+            title: self.title().to_owned(),
             status: self.status().as_u16(),
             detail,
-            code: self.code(),
+            code: self.code().to_owned(),
         }
     }
 

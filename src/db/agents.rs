@@ -9,7 +9,7 @@ use super::uuids;
 use crate::domain::values::JsonObject;
 use crate::ids::{AgentId, RuntimeId, WorkspaceId};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Agent {
     pub id: AgentId,
     #[serde(skip)]
@@ -17,6 +17,7 @@ pub struct Agent {
     pub runtime_id: RuntimeId,
     pub name: String,
     pub max_concurrent_tasks: i32,
+    #[schema(value_type = Object)]
     pub definition: serde_json::Value,
     pub definition_version: i32,
     pub status: String,

@@ -18,7 +18,7 @@ pub struct NewEvent {
 }
 
 /// A stored event, as sent to clients (`{id, type, subject_id, occurred_at, payload}`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: EventId,
     #[serde(skip)]
@@ -27,6 +27,7 @@ pub struct Event {
     pub kind: String,
     pub subject_id: Uuid,
     pub occurred_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// The writing transaction (log order is `(xact_id, id)`); 0 when not read from the log.
     #[serde(skip)]

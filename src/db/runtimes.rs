@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use super::uuids;
 use crate::ids::{RuntimeId, WorkspaceId};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Runtime {
     pub id: RuntimeId,
     #[serde(skip)]

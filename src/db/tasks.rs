@@ -9,7 +9,7 @@ use super::uuids;
 use crate::domain::values::JsonObject;
 use crate::ids::{AgentId, AttemptId, RuntimeId, TaskId, WorkspaceId};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: TaskId,
     #[serde(skip)]
@@ -18,8 +18,11 @@ pub struct Task {
     pub runtime_id: RuntimeId,
     pub status: String,
     pub priority: i32,
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
     pub progress: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     pub failure_reason: Option<String>,
@@ -36,7 +39,7 @@ pub struct Task {
     pub seq: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub attempt: i32,
     pub attempt_id: AttemptId,
@@ -260,7 +263,7 @@ pub async fn mark_agents_working(
     .await
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CancelNotice {
     pub task_id: TaskId,
     pub attempt_id: AttemptId,

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 
 use crate::ids::WorkspaceId;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Workspace {
     pub id: WorkspaceId,
     pub name: String,

@@ -5,12 +5,41 @@
 
 use serde::{Deserialize, Serialize};
 
+fn integer_schema(min: i64, max: i64) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .into()
+}
+
+fn string_schema(
+    min: Option<usize>,
+    max: Option<usize>,
+    pattern: Option<&str>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(min)
+        .max_length(max)
+        .pattern(pattern)
+        .into()
+}
+
 macro_rules! bounded_int {
     ($($(#[$doc:meta])* $name:ident: $ty:ty = $min:literal ..= $max:literal, default $default:literal;)*) => {$(
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
         #[serde(try_from = "i64", into = "i64")]
         pub struct $name(pub $ty);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                integer_schema($min as i64, $max as i64)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             pub const MIN: $ty = $min;
@@ -68,6 +97,14 @@ bounded_int! {
 #[serde(try_from = "String", into = "String")]
 pub struct Name(String);
 
+impl utoipa::PartialSchema for Name {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(Some(1), Some(200), Some(r"^[^\x00-\x1f]*\S[^\x00-\x1f]*$"))
+    }
+}
+
+impl utoipa::ToSchema for Name {}
+
 impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -103,6 +140,14 @@ impl From<Name> for String {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Slug(String);
+
+impl utoipa::PartialSchema for Slug {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(Some(1), Some(63), Some("^[a-z0-9][a-z0-9-]*$"))
+    }
+}
+
+impl utoipa::ToSchema for Slug {}
 
 impl Slug {
     pub fn as_str(&self) -> &str {
@@ -150,7 +195,7 @@ impl From<Slug> for String {
 pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 /// Token kinds a workspace can mint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenKind {
     Member,

@@ -1,16 +1,21 @@
 //! The HTTP surface: routes, middleware, and how errors leave the process.
 
 pub mod extract;
+pub mod openapi;
 pub mod routes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -18,35 +23,40 @@ use routes::{agents, daemon, events, ops, runtimes, tasks, workspaces, ws};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/workspaces", post(workspaces::create))
-        .route("/workspaces/{id}/tokens", post(workspaces::create_token))
-        .route("/tokens/{id}", delete(workspaces::revoke_token))
-        .route("/runtimes", get(runtimes::list))
-        .route("/runtimes/{id}", get(runtimes::get))
-        .route("/agents", post(agents::create).get(agents::list))
-        .route(
-            "/agents/{id}",
-            get(agents::get)
-                .patch(agents::update)
-                .delete(agents::archive),
-        )
-        .route("/tasks", post(tasks::create).get(tasks::list))
-        .route("/tasks/{id}", get(tasks::get))
-        .route("/tasks/{id}/cancel", post(tasks::cancel))
-        .route("/tasks/{id}/start", post(daemon::start))
-        .route("/tasks/{id}/progress", post(daemon::progress))
-        .route("/tasks/{id}/complete", post(daemon::complete))
-        .route("/tasks/{id}/fail", post(daemon::fail))
-        .route("/events", get(events::list))
-        .route("/ws", get(ws::ws))
-        .route("/daemon/register", post(daemon::register))
-        .route("/daemon/heartbeat", post(daemon::heartbeat))
-        .route("/daemon/claim", post(daemon::claim))
-        .route("/daemon/report", post(daemon::report))
-        .route("/daemon/deregister", post(daemon::deregister))
-        .route("/daemon/agents/{id}/definition", get(daemon::definition));
+/// The whole HTTP surface, and the OpenAPI document generated from the same route table.
+pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let api: OpenApiRouter<AppState> = OpenApiRouter::new()
+        .routes(routes!(workspaces::create))
+        .routes(routes!(workspaces::create_token))
+        .routes(routes!(workspaces::revoke_token))
+        .routes(routes!(runtimes::list))
+        .routes(routes!(runtimes::get))
+        .routes(routes!(agents::create, agents::list))
+        .routes(routes!(agents::get, agents::update, agents::archive))
+        .routes(routes!(tasks::create, tasks::list))
+        .routes(routes!(tasks::get))
+        .routes(routes!(tasks::cancel))
+        .routes(routes!(daemon::start))
+        .routes(routes!(daemon::progress))
+        .routes(routes!(daemon::complete))
+        .routes(routes!(daemon::fail))
+        .routes(routes!(events::list))
+        .routes(routes!(ws::ws))
+        .routes(routes!(daemon::register))
+        .routes(routes!(daemon::heartbeat))
+        .routes(routes!(daemon::claim))
+        .routes(routes!(daemon::report))
+        .routes(routes!(daemon::deregister))
+        .routes(routes!(daemon::definition))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz));
+    let (api_router, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(api)
+        .split_for_parts();
+    let doc_json = Arc::new(
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serializes"),
+    );
 
     let trace = TraceLayer::new_for_http().make_span_with(|req: &Request| {
         let route = req
@@ -62,19 +72,25 @@ pub fn router(state: AppState) -> Router {
         tracing::info_span!("http", method = %req.method(), route, request_id)
     });
 
-    Router::new()
-        .nest("/api/v1", api)
+    let router = api_router
         .route("/", get(ops::dashboard))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
         .route("/metrics", get(crate::telemetry::metrics_endpoint))
+        .route(
+            "/openapi.json",
+            get(openapi::openapi_json).with_state::<AppState>(doc_json),
+        )
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(state.settings.max_request_body))
         .route_layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    (router, doc)
+}
+
+pub fn router(state: AppState) -> Router {
+    router_and_openapi(state).0
 }
 
 /// How long graceful shutdown waits for in-flight requests (long polls end at once on shutdown).

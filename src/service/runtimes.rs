@@ -47,14 +47,14 @@ pub async fn register(app: &App, new: &NewRuntime<'_>) -> ApiResult<(Registered,
     Ok((reg, created))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RuntimeState {
     pub runtime_id: RuntimeId,
     /// `online`, or `unknown` for an id this workspace does not have (the daemon should register).
     pub status: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HeartbeatReply {
     pub runtimes: Vec<RuntimeState>,
     pub cancel: Vec<CancelNotice>,

@@ -15,16 +15,18 @@ use crate::ids::{AgentId, RuntimeId};
 use crate::service;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
     name: Name,
     runtime_id: RuntimeId,
     #[serde(default)]
     max_concurrent_tasks: MaxConcurrentTasks,
+    #[schema(value_type = Object)]
     definition: JsonObject,
 }
 
+#[utoipa::path(post, path = "/api/v1/agents", tag = "member", request_body = CreateAgent, responses((status = 201, body = Agent), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn create(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -41,7 +43,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(agent)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     limit: PageLimit,
@@ -50,6 +53,7 @@ pub struct ListQuery {
     include_archived: bool,
 }
 
+#[utoipa::path(get, path = "/api/v1/agents", tag = "member", params(ListQuery), responses((status = 200, body = Page<Agent>), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -63,6 +67,7 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "member", params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn get(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -75,14 +80,16 @@ pub async fn get(
     Ok(axum::Json(agent))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchAgent {
     name: Option<Name>,
     max_concurrent_tasks: Option<MaxConcurrentTasks>,
+    #[schema(value_type = Option<Object>)]
     definition: Option<JsonObject>,
 }
 
+#[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "member", request_body = PatchAgent, params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn update(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -98,6 +105,7 @@ pub async fn update(
     Ok(axum::Json(agent))
 }
 
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "member", params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent, description = "The archived agent"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn archive(
     Member(ws): Member,
     State(state): State<AppState>,

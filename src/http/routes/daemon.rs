@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::auth::Daemon;
@@ -26,7 +26,7 @@ const MAX_RUNTIMES_PER_CALL: usize = 1000;
 /// Most updates one `/daemon/report` may carry.
 const MAX_UPDATES_PER_REPORT: usize = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
     daemon_id: Name,
@@ -36,7 +36,7 @@ pub struct Register {
     max_concurrency: Option<MaxConcurrency>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Registered {
     runtime_id: RuntimeId,
     status: String,
@@ -44,6 +44,7 @@ pub struct Registered {
 }
 
 /// 201 when the runtime was created, 200 when it already existed (idempotent).
+#[utoipa::path(post, path = "/api/v1/daemon/register", tag = "daemon", request_body = Register, responses((status = 201, body = Registered, description = "Created"), (status = 200, body = Registered, description = "Already registered"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn register(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
@@ -73,7 +74,7 @@ pub async fn register(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeIds {
     runtime_ids: Vec<RuntimeId>,
@@ -93,6 +94,7 @@ impl RuntimeIds {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/daemon/heartbeat", tag = "daemon", request_body = RuntimeIds, responses((status = 200, body = service::runtimes::HeartbeatReply), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn heartbeat(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
@@ -104,17 +106,24 @@ pub async fn heartbeat(
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/daemon/deregister", tag = "daemon", request_body = RuntimeIds, responses((status = 200, body = Deregistered), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn deregister(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
     Json(body): Json<RuntimeIds>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Deregistered>> {
     let ids = body.checked()?;
-    let changed = service::runtimes::deregister(&state, ws, &ids).await?;
-    Ok(axum::Json(json!({ "offline": changed })))
+    let offline = service::runtimes::deregister(&state, ws, &ids).await?;
+    Ok(axum::Json(Deregistered { offline }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Deregistered {
+    /// The runtimes that were online and are offline now.
+    offline: Vec<RuntimeId>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Claim {
     runtime_id: RuntimeId,
@@ -124,19 +133,20 @@ pub struct Claim {
     wait_ms: WaitMs,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClaimedTask {
     task_id: TaskId,
     attempt_id: AttemptId,
     attempt: i32,
     agent_id: AgentId,
     definition_version: i32,
+    #[schema(value_type = Object)]
     payload: Value,
     priority: i32,
     enqueued_at: chrono::DateTime<chrono::Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClaimReply {
     tasks: Vec<ClaimedTask>,
     cancel: Vec<CancelNotice>,
@@ -144,6 +154,7 @@ pub struct ClaimReply {
 
 /// Claims up to `max_tasks`; with nothing to claim, waits up to `wait_ms` and is woken as soon as
 /// a task for one of the runtime's agents becomes claimable.
+#[utoipa::path(post, path = "/api/v1/daemon/claim", tag = "daemon", request_body = Claim, responses((status = 200, body = ClaimReply), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn claim(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
@@ -196,27 +207,29 @@ pub async fn claim(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptOnly {
     attempt_id: AttemptId,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProgressBody {
     attempt_id: AttemptId,
+    #[schema(value_type = Object)]
     progress: JsonObject,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     attempt_id: AttemptId,
+    #[schema(value_type = Object)]
     result: JsonObject,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
     attempt_id: AttemptId,
@@ -265,6 +278,7 @@ fn count_report<T>(action: &'static str, res: &ApiResult<T>) {
         .increment(1);
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/start", tag = "daemon", request_body = AttemptOnly, params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn start(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
@@ -274,6 +288,7 @@ pub async fn start(
     report_one(&state, ws, id, body.attempt_id, Report::Start).await
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/progress", tag = "daemon", request_body = ProgressBody, params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn progress(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
@@ -290,6 +305,7 @@ pub async fn progress(
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/complete", tag = "daemon", request_body = CompleteBody, params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn complete(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
@@ -306,6 +322,7 @@ pub async fn complete(
     .await
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/fail", tag = "daemon", request_body = FailBody, params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn fail(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
@@ -316,22 +333,24 @@ pub async fn fail(
     report_one(&state, ws, id, body.attempt_id, report).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum Action {
+pub enum Action {
     Start,
     Progress,
     Complete,
     Fail,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
     task_id: TaskId,
     attempt_id: AttemptId,
     action: Action,
+    #[schema(value_type = Option<Object>)]
     progress: Option<JsonObject>,
+    #[schema(value_type = Option<Object>)]
     result: Option<JsonObject>,
     error: Option<String>,
     retryable: Option<bool>,
@@ -358,18 +377,35 @@ impl Update {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
     updates: Vec<Update>,
 }
 
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReportReply {
+    results: Vec<ReportResult>,
+}
+
+/// One update's outcome: `status` 200 with the task, or 404/409 with the problem (nothing changed).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReportResult {
+    task_id: TaskId,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<Task>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<crate::error::Problem>,
+}
+
 /// One result per update, in order: `{task_id, status, task}` or `{task_id, status, error}`.
+#[utoipa::path(post, path = "/api/v1/daemon/report", tag = "daemon", request_body = ReportBody, responses((status = 200, body = ReportReply), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn report(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
     Json(body): Json<ReportBody>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<ReportReply>> {
     if body.updates.is_empty() || body.updates.len() > MAX_UPDATES_PER_REPORT {
         return Err(ApiError::validation(format!(
             "updates must hold 1 to {MAX_UPDATES_PER_REPORT} entries"
@@ -397,23 +433,32 @@ pub async fn report(
         .await;
         count_report(report.action().as_str(), &res);
         results.push(match res {
-            Ok(task) => json!({ "task_id": task_id, "status": 200, "task": task }),
+            Ok(task) => ReportResult {
+                task_id: *task_id,
+                status: 200,
+                task: Some(task),
+                error: None,
+            },
             // Refusals change nothing; anything else aborts the whole batch.
             Err(
                 e @ (ApiError::AttemptSuperseded(_)
                 | ApiError::InvalidTransition(_)
                 | ApiError::NotFound(_)),
-            ) => {
-                json!({ "task_id": task_id, "status": e.status().as_u16(), "error": e.problem() })
-            }
+            ) => ReportResult {
+                task_id: *task_id,
+                status: e.status().as_u16(),
+                task: None,
+                error: Some(e.problem()),
+            },
             Err(e) => return Err(e),
         });
     }
     service::commit(&state, tx, evs).await?;
-    Ok(axum::Json(json!({ "results": results })))
+    Ok(axum::Json(ReportReply { results }))
 }
 
 /// The agent's definition with an `ETag` of its version; `If-None-Match` answers 304.
+#[utoipa::path(get, path = "/api/v1/daemon/agents/{id}/definition", tag = "daemon", params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = DefinitionReply, headers(("etag" = String, description = "\"v<version>\""))), (status = 304, description = "Not modified (If-None-Match matched)"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn definition(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
@@ -433,7 +478,18 @@ pub async fn definition(
     if matches {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let body =
-        json!({ "agent_id": id, "version": def.definition_version, "definition": def.definition });
+    let body = DefinitionReply {
+        agent_id: id,
+        version: def.definition_version,
+        definition: def.definition,
+    };
     Ok(([(header::ETAG, etag_value)], axum::Json(body)).into_response())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DefinitionReply {
+    agent_id: AgentId,
+    version: i32,
+    #[schema(value_type = Object)]
+    definition: Value,
 }

@@ -13,7 +13,8 @@ use crate::http::extract::Query;
 use crate::ids::EventId;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     after: Option<EventId>,
     #[serde(default)]
@@ -22,6 +23,7 @@ pub struct ListQuery {
 
 /// Events after `after` (the id of the last event the client has), in log order, never skipping
 /// one that commits late. `next_cursor` is the id to pass as `after` next time (null: nothing new).
+#[utoipa::path(get, path = "/api/v1/events", tag = "member", params(ListQuery), responses((status = 200, body = Page<Event>), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     Member(ws): Member,
     State(state): State<AppState>,

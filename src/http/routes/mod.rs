@@ -12,7 +12,7 @@ pub mod ws;
 use serde::Serialize;
 
 /// A page of a list: `{"items": [...], "next_cursor": <string|null>}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,

@@ -7,12 +7,28 @@ use serde_json::{Value, json};
 
 use crate::state::AppState;
 
-pub async fn healthz() -> axum::Json<Value> {
-    axum::Json(json!({ "status": "ok" }))
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    status: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    /// `postgres` and, when configured, `redis`: `up` or `down`.
+    #[schema(value_type = Object)]
+    checks: Value,
 }
 
 /// 200 when Postgres (and Redis, if configured) answer within a second; else 503 naming what is down.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
     let timeout = std::time::Duration::from_secs(1);
     let pg = tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool)).await;
     let pg_ok = matches!(pg, Ok(Ok(_)));
@@ -32,11 +48,13 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
     if let Some(ok) = redis {
         checks["redis"] = json!(if ok { "up" } else { "down" });
     }
+    let overall = if ready { "ready" } else { "unavailable" };
     (
         status,
-        axum::Json(
-            json!({ "status": if ready { "ready" } else { "unavailable" }, "checks": checks }),
-        ),
+        axum::Json(Readiness {
+            status: overall,
+            checks,
+        }),
     )
 }
 

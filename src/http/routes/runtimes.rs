@@ -13,13 +13,15 @@ use crate::http::extract::{Path, Query};
 use crate::ids::RuntimeId;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     limit: PageLimit,
     cursor: Option<RuntimeId>,
 }
 
+#[utoipa::path(get, path = "/api/v1/runtimes", tag = "member", params(ListQuery), responses((status = 200, body = Page<Runtime>), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -33,6 +35,7 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(get, path = "/api/v1/runtimes/{id}", tag = "member", params(("id" = uuid::Uuid, Path, description = "Runtime id")), responses((status = 200, body = Runtime), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn get(
     Member(ws): Member,
     State(state): State<AppState>,

@@ -17,10 +17,11 @@ use crate::service;
 use crate::service::tasks::Enqueue;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     agent_id: AgentId,
+    #[schema(value_type = Object)]
     payload: JsonObject,
     #[serde(default)]
     priority: Priority,
@@ -30,6 +31,7 @@ pub struct CreateTask {
 }
 
 /// 201 with the new task, or 200 with the task an earlier call made with the same idempotency key.
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "member", request_body = CreateTask, responses((status = 201, body = Task, description = "Enqueued"), (status = 200, body = Task, description = "The task an earlier call made with the same idempotency key"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn create(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -58,7 +60,8 @@ pub async fn create(
     Ok((status, axum::Json(task)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     status: Option<String>,
     agent_id: Option<AgentId>,
@@ -68,6 +71,7 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "member", params(ListQuery), responses((status = 200, body = Page<Task>), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -100,13 +104,14 @@ pub async fn list(
     })))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TaskWithAttempts {
     #[serde(flatten)]
     task: Task,
     attempts: Vec<Attempt>,
 }
 
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "member", params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = TaskWithAttempts), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn get(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -136,6 +141,7 @@ pub async fn get(
     Ok(axum::Json(TaskWithAttempts { task, attempts }))
 }
 
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "member", params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn cancel(
     Member(ws): Member,
     State(state): State<AppState>,

@@ -12,13 +12,14 @@ use crate::http::extract::{Json, Path};
 use crate::ids::{TokenId, WorkspaceId};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
     name: Name,
     slug: Option<Slug>,
 }
 
+#[utoipa::path(post, path = "/api/v1/workspaces", tag = "admin", request_body = CreateWorkspace, responses((status = 201, body = crate::db::workspaces::Workspace), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn create(
     _: Admin,
     State(state): State<AppState>,
@@ -44,14 +45,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(ws)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     kind: TokenKind,
     name: Name,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     id: TokenId,
     workspace_id: WorkspaceId,
@@ -63,6 +64,7 @@ pub struct CreatedToken {
 }
 
 /// The admin, or a member of the workspace, mints a token.
+#[utoipa::path(post, path = "/api/v1/workspaces/{id}/tokens", tag = "admin", request_body = CreateToken, params(("id" = uuid::Uuid, Path, description = "Workspace id")), responses((status = 201, body = CreatedToken), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn create_token(
     caller: Caller,
     State(state): State<AppState>,
@@ -106,6 +108,7 @@ pub async fn create_token(
 }
 
 /// The admin, or a member of the token's workspace, revokes a token. Takes effect at once.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "admin", params(("id" = uuid::Uuid, Path, description = "Token id")), responses((status = 204, description = "Revoked"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn revoke_token(
     caller: Caller,
     State(state): State<AppState>,

@@ -41,13 +41,15 @@ impl FromRequestParts<AppState> for WsMember {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WsQuery {
     after: Option<EventId>,
     #[serde(rename = "token")]
     _token: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/ws", tag = "member", params(WsQuery), responses((status = 101, description = "Switching to the WebSocket event stream: text frames {id, type, occurred_at, subject_id, payload}"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn ws(
     WsMember(ws): WsMember,
     State(state): State<AppState>,
