@@ -1,10 +1,11 @@
 -- Registers (or re-registers) the runtime of one daemon for one provider: idempotent on
 -- (workspace_id, daemon_id, provider) via runtimes_workspace_id_daemon_id_provider_key.
--- Re-registering an offline runtime brings it online; `was_status` tells the caller which events to write.
+-- Re-registering an offline runtime brings it online; `was_status` (read from the statement's snapshot,
+-- before the upsert — no FOR UPDATE here, which would see the row the upsert itself just changed and
+-- find nothing) tells the caller which events to write.
 WITH old AS (
     SELECT id, status FROM runtimes
     WHERE workspace_id = $2 AND daemon_id = $3 AND provider = $4
-    FOR UPDATE
 )
 INSERT INTO runtimes AS r (id, workspace_id, daemon_id, provider, name, version, max_concurrency)
 VALUES ($1, $2, $3, $4, coalesce($5, $4 || '@' || $3), $6, $7)

@@ -1,0 +1,1205 @@
+//! The daemon protocol of DESIGN.md §3–§4: registration, heartbeats, fenced reports, retries,
+//! cancellation, batched reports, deregistration and agent status.
+//!
+//! Every test names the clause it proves. Nothing here sleeps to synchronise: conditions are awaited
+//! with `common::eventually` or a long-poll claim, and latencies are measured with `Instant`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::{TestApp, Ws};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const ACTIONS: [&str; 4] = ["start", "progress", "complete", "fail"];
+
+fn s(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {v}"))
+        .to_owned()
+}
+
+fn ts(v: &Value) -> DateTime<Utc> {
+    s(v).parse()
+        .unwrap_or_else(|e| panic!("bad timestamp {v}: {e}"))
+}
+
+/// The body of a report `action` for `attempt`.
+fn report_body(action: &str, attempt: &str) -> Value {
+    match action {
+        "start" => json!({ "attempt_id": attempt }),
+        "progress" => json!({ "attempt_id": attempt, "progress": { "pct": 10 } }),
+        "complete" => json!({ "attempt_id": attempt, "result": { "ok": true } }),
+        "fail" => json!({ "attempt_id": attempt, "error": "boom" }),
+        other => panic!("unknown action {other}"),
+    }
+}
+
+/// Events of one type about one subject.
+async fn events_of(app: &TestApp, subject: &str, kind: &str) -> i64 {
+    let subject: Uuid = subject.parse().unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE subject_id = $1 AND type = $2")
+        .bind(subject)
+        .bind(kind)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// `GET /tasks/{id}` (with its attempts).
+async fn task(app: &TestApp, ws: &Ws, id: &str) -> Value {
+    let r = app.get(&format!("/api/v1/tasks/{id}"), &ws.member).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+async fn agent_status(app: &TestApp, ws: &Ws, id: &str) -> String {
+    let r = app.get(&format!("/api/v1/agents/{id}"), &ws.member).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    s(&r.body["status"])
+}
+
+/// Claims exactly one task (no waiting); returns (task_id, attempt_id).
+async fn claim_one(app: &TestApp, ws: &Ws, rt: &str) -> (String, String) {
+    let c = app.claim(ws, rt, 1, 0).await;
+    let tasks = c["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "expected one claimed task: {c}");
+    (s(&tasks[0]["task_id"]), s(&tasks[0]["attempt_id"]))
+}
+
+async fn ok_report(app: &TestApp, ws: &Ws, id: &str, action: &str, attempt: &str) -> Value {
+    let r = app
+        .report(ws, id, action, report_body(action, attempt))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{action}: {:?}", r.body);
+    r.body
+}
+
+/// A workspace with one runtime and one agent of the given limit.
+async fn setup(app: &TestApp, max_concurrent: i64) -> (Ws, String, String) {
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "laptop-1").await;
+    let agent = app.agent(&ws, &rt, max_concurrent).await;
+    (ws, rt, agent)
+}
+
+async fn heartbeat(app: &TestApp, ws: &Ws, ids: &[&str]) -> Value {
+    let r = app
+        .post(
+            "/api/v1/daemon/heartbeat",
+            &ws.daemon,
+            json!({ "runtime_ids": ids }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+fn status_in_heartbeat(reply: &Value, id: &str) -> String {
+    let rts = reply["runtimes"].as_array().unwrap();
+    let found: Vec<&Value> = rts.iter().filter(|r| r["runtime_id"] == id).collect();
+    assert_eq!(found.len(), 1, "runtime {id} should appear once in {reply}");
+    s(&found[0]["status"])
+}
+
+// ───────────────────────────── registration ─────────────────────────────
+
+#[tokio::test]
+async fn register_is_idempotent_on_workspace_daemon_id_and_provider() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace().await;
+
+    let body = json!({ "daemon_id": "laptop-1", "provider": "claude-code" });
+    let first = app
+        .post("/api/v1/daemon/register", &ws.daemon, body.clone())
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    assert_eq!(first.body["status"], "online");
+    assert_eq!(
+        first.body["heartbeat_interval_ms"], 15000,
+        "default heartbeat interval told to daemons"
+    );
+    let id = s(&first.body["runtime_id"]);
+
+    let second = app.post("/api/v1/daemon/register", &ws.daemon, body).await;
+    assert_eq!(
+        second.body["runtime_id"],
+        id.as_str(),
+        "same runtime on re-registration: {:?}",
+        second.body
+    );
+    assert_eq!(second.body["heartbeat_interval_ms"], 15000);
+    assert_eq!(app.count("runtimes").await, 1);
+    assert_eq!(
+        second.status,
+        StatusCode::OK,
+        "re-registration answers 200, not 201: {:?}",
+        second.body
+    );
+    assert_eq!(
+        events_of(&app, &id, "runtime.registered").await,
+        1,
+        "re-registration is not a new registration"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn register_with_another_provider_or_workspace_is_another_runtime() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace().await;
+    let first = app
+        .post(
+            "/api/v1/daemon/register",
+            &ws.daemon,
+            json!({ "daemon_id": "laptop-1", "provider": "claude-code" }),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    let id = s(&first.body["runtime_id"]);
+
+    let other = app
+        .post(
+            "/api/v1/daemon/register",
+            &ws.daemon,
+            json!({ "daemon_id": "laptop-1", "provider": "codex" }),
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED, "{:?}", other.body);
+    assert_ne!(
+        s(&other.body["runtime_id"]),
+        id,
+        "another provider is another runtime"
+    );
+
+    // Another workspace with the same daemon id and provider gets a runtime of its own.
+    let ws2 = app.workspace().await;
+    let foreign = app
+        .post(
+            "/api/v1/daemon/register",
+            &ws2.daemon,
+            json!({ "daemon_id": "laptop-1", "provider": "claude-code" }),
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::CREATED, "{:?}", foreign.body);
+    assert_ne!(s(&foreign.body["runtime_id"]), id);
+    assert_eq!(app.count("runtimes").await, 3);
+
+    let r = app.get(&format!("/api/v1/runtimes/{id}"), &ws.member).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["daemon_id"], "laptop-1");
+    assert_eq!(r.body["provider"], "claude-code");
+    assert_eq!(r.body["status"], "online");
+    let r = app
+        .get(&format!("/api/v1/runtimes/{id}"), &ws2.member)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "another workspace's runtime is not found"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn reregistering_an_offline_runtime_brings_it_back_online_with_its_agents() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let r = app
+        .post(
+            "/api/v1/daemon/deregister",
+            &ws.daemon,
+            json!({ "runtime_ids": [rt] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(agent_status(&app, &ws, &agent).await, "offline");
+
+    let r = app
+        .post(
+            "/api/v1/daemon/register",
+            &ws.daemon,
+            json!({ "daemon_id": "laptop-1", "provider": "claude-code" }),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    assert_eq!(r.body["runtime_id"], rt.as_str());
+    assert_eq!(r.body["status"], "online");
+    let got = app.get(&format!("/api/v1/runtimes/{rt}"), &ws.member).await;
+    assert_eq!(got.body["status"], "online");
+    assert_eq!(
+        events_of(&app, &rt, "runtime.online").await,
+        1,
+        "coming back is a runtime.online event"
+    );
+    assert_eq!(
+        agent_status(&app, &ws, &agent).await,
+        "idle",
+        "its agent is no longer offline"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn register_tells_the_configured_heartbeat_interval() {
+    let app = TestApp::spawn_with(|s| s.heartbeat_interval = Duration::from_secs(7)).await;
+    let ws = app.workspace().await;
+    let r = app
+        .post(
+            "/api/v1/daemon/register",
+            &ws.daemon,
+            json!({ "daemon_id": "d", "provider": "p" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["heartbeat_interval_ms"], 7000);
+    app.stop().await.unwrap();
+}
+
+// ───────────────────────────── heartbeat ─────────────────────────────
+
+#[tokio::test]
+async fn heartbeat_answers_online_for_known_runtimes_and_unknown_for_others() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace().await;
+    let a = app.runtime(&ws, "d-a").await;
+    let b = app.runtime(&ws, "d-b").await;
+    let ws2 = app.workspace().await;
+    let foreign = app.runtime(&ws2, "d-a").await;
+    let unknown = Uuid::new_v4().to_string();
+
+    let reply = heartbeat(&app, &ws, &[&a, &b, &unknown, &foreign]).await;
+    assert_eq!(reply["runtimes"].as_array().unwrap().len(), 4, "{reply}");
+    assert_eq!(status_in_heartbeat(&reply, &a), "online");
+    assert_eq!(status_in_heartbeat(&reply, &b), "online");
+    assert_eq!(status_in_heartbeat(&reply, &unknown), "unknown");
+    assert_eq!(
+        status_in_heartbeat(&reply, &foreign),
+        "unknown",
+        "another workspace's runtime is unknown here"
+    );
+    assert_eq!(reply["cancel"], json!([]));
+
+    // An unknown id stays unknown on the next beat too (nothing was created for it).
+    let again = heartbeat(&app, &ws, &[&unknown]).await;
+    assert_eq!(status_in_heartbeat(&again, &unknown), "unknown");
+    assert_eq!(app.count("runtimes").await, 3);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn heartbeat_from_an_offline_runtime_brings_it_back_online() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+
+    let r = app
+        .post(
+            "/api/v1/daemon/deregister",
+            &ws.daemon,
+            json!({ "runtime_ids": [rt] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app.get(&format!("/api/v1/runtimes/{rt}"), &ws.member).await;
+    assert_eq!(r.body["status"], "offline");
+    assert_eq!(agent_status(&app, &ws, &agent).await, "offline");
+    assert_eq!(events_of(&app, &rt, "runtime.online").await, 0);
+
+    let reply = heartbeat(&app, &ws, &[&rt]).await;
+    assert_eq!(status_in_heartbeat(&reply, &rt), "online");
+
+    let r = app.get(&format!("/api/v1/runtimes/{rt}"), &ws.member).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.body["status"], "online",
+        "GET /runtimes/{{id}} after the heartbeat: {:?}",
+        r.body
+    );
+    assert_eq!(
+        events_of(&app, &rt, "runtime.online").await,
+        1,
+        "one runtime.online event"
+    );
+    assert_eq!(
+        agent_status(&app, &ws, &agent).await,
+        "idle",
+        "its agent is back too"
+    );
+
+    // A second beat changes nothing more.
+    heartbeat(&app, &ws, &[&rt]).await;
+    assert_eq!(events_of(&app, &rt, "runtime.online").await, 1);
+
+    // And it can take work again.
+    app.enqueue(&ws, &agent, json!({})).await;
+    claim_one(&app, &ws, &rt).await;
+    app.stop().await.unwrap();
+}
+
+// ───────────────────────────── fencing ─────────────────────────────
+
+#[tokio::test]
+async fn report_with_another_attempt_id_is_refused_as_attempt_superseded_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let t = app.enqueue(&ws, &agent, json!({ "max_attempts": 3 })).await;
+    let id = s(&t["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+    let stranger = Uuid::new_v4().to_string();
+
+    for phase in ["dispatched", "running"] {
+        let before = task(&app, &ws, &id).await;
+        assert_eq!(before["status"], phase);
+        let events_before = app.count("events").await;
+        for action in ACTIONS {
+            let r = app
+                .report(&ws, &id, action, report_body(action, &stranger))
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::CONFLICT,
+                "{action} while {phase}: {:?}",
+                r.body
+            );
+            assert_eq!(
+                r.code(),
+                "attempt_superseded",
+                "{action} while {phase}: {:?}",
+                r.body
+            );
+        }
+        assert_eq!(
+            task(&app, &ws, &id).await,
+            before,
+            "a refused report changes nothing ({phase})"
+        );
+        assert_eq!(
+            app.count("events").await,
+            events_before,
+            "a refused report writes no event ({phase})"
+        );
+        assert_eq!(app.count("task_attempts").await, 0);
+        if phase == "dispatched" {
+            ok_report(&app, &ws, &id, "start", &attempt).await;
+        }
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn report_in_the_wrong_state_is_refused_as_invalid_transition() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 2).await;
+    let t = app.enqueue(&ws, &agent, json!({})).await;
+    let id = s(&t["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+
+    let before = task(&app, &ws, &id).await;
+    let events_before = app.count("events").await;
+    for action in ["complete", "progress"] {
+        let r = app
+            .report(&ws, &id, action, report_body(action, &attempt))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CONFLICT,
+            "{action} while dispatched: {:?}",
+            r.body
+        );
+        assert_eq!(
+            r.code(),
+            "invalid_transition",
+            "{action} while dispatched: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(task(&app, &ws, &id).await, before, "nothing changed");
+    assert_eq!(app.count("events").await, events_before, "no event");
+
+    // Completed, then a fail (or a progress) of the same attempt is a wrong state too.
+    ok_report(&app, &ws, &id, "start", &attempt).await;
+    ok_report(&app, &ws, &id, "complete", &attempt).await;
+    for action in ["fail", "progress"] {
+        let r = app
+            .report(&ws, &id, action, report_body(action, &attempt))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CONFLICT,
+            "{action} after complete: {:?}",
+            r.body
+        );
+        assert_eq!(
+            r.code(),
+            "invalid_transition",
+            "{action} after complete: {:?}",
+            r.body
+        );
+    }
+    let after = task(&app, &ws, &id).await;
+    assert_eq!(after["status"], "completed");
+    assert_eq!(after["result"], json!({ "ok": true }));
+
+    // Failed for good, then a complete of the same attempt is refused.
+    let t2 = app.enqueue(&ws, &agent, json!({})).await;
+    let id2 = s(&t2["id"]);
+    let (_, attempt2) = claim_one(&app, &ws, &rt).await;
+    ok_report(&app, &ws, &id2, "fail", &attempt2).await;
+    let r = app
+        .report(&ws, &id2, "complete", report_body("complete", &attempt2))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.code(), "invalid_transition");
+    assert_eq!(task(&app, &ws, &id2).await["status"], "failed");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn repeated_start_answers_200_with_the_current_state_and_no_second_event() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+
+    let first = ok_report(&app, &ws, &id, "start", &attempt).await;
+    assert_eq!(first["status"], "running");
+    let again = ok_report(&app, &ws, &id, "start", &attempt).await;
+    assert_eq!(again["status"], "running");
+    assert_eq!(
+        again["started_at"], first["started_at"],
+        "the repeat changes nothing"
+    );
+    assert_eq!(events_of(&app, &id, "task.running").await, 1);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn repeated_complete_answers_200_with_the_current_state_and_no_second_event() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+    ok_report(&app, &ws, &id, "start", &attempt).await;
+
+    let first = ok_report(&app, &ws, &id, "complete", &attempt).await;
+    assert_eq!(first["status"], "completed");
+    // A repeat with a different result is still "already applied": the first result stands.
+    let r = app
+        .report(
+            &ws,
+            &id,
+            "complete",
+            json!({ "attempt_id": attempt, "result": { "ok": false } }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "completed");
+    assert_eq!(r.body["result"], json!({ "ok": true }));
+    assert_eq!(r.body["finished_at"], first["finished_at"]);
+    assert_eq!(events_of(&app, &id, "task.completed").await, 1);
+    assert_eq!(app.count("task_attempts").await, 1);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn repeated_fail_answers_200_with_the_current_state_and_no_second_event() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+    ok_report(&app, &ws, &id, "start", &attempt).await;
+
+    let first = ok_report(&app, &ws, &id, "fail", &attempt).await;
+    assert_eq!(first["status"], "failed");
+    let again = ok_report(&app, &ws, &id, "fail", &attempt).await;
+    assert_eq!(again["status"], "failed");
+    assert_eq!(again["finished_at"], first["finished_at"]);
+    assert_eq!(events_of(&app, &id, "task.failed").await, 1);
+    assert_eq!(app.count("task_attempts").await, 1);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn late_attempt_report_is_refused_after_retry() {
+    let app = TestApp::spawn_with(|s| s.retry_backoff_base = Duration::from_millis(200)).await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 2 })).await["id"]);
+
+    let (_, a1) = claim_one(&app, &ws, &rt).await;
+    ok_report(&app, &ws, &id, "start", &a1).await;
+    let failed = ok_report(&app, &ws, &id, "fail", &a1).await;
+    assert_eq!(
+        failed["status"], "queued",
+        "retryable failure with attempts left goes back to the queue"
+    );
+    assert!(
+        ts(&failed["run_after"]) > Utc::now(),
+        "run_after is in the future: {failed}"
+    );
+    // The same fail repeated while queued is the lost-response retry: 200, nothing new.
+    let again = ok_report(&app, &ws, &id, "fail", &a1).await;
+    assert_eq!(again["status"], "queued");
+    assert_eq!(events_of(&app, &id, "task.requeued").await, 1);
+
+    // Attempt 2, once the backoff has passed (awaited by the long poll).
+    let c = app.claim(&ws, &rt, 1, 5000).await;
+    let t = &c["tasks"][0];
+    assert_eq!(t["task_id"], id.as_str(), "{c}");
+    assert_eq!(t["attempt"], 2);
+    let a2 = s(&t["attempt_id"]);
+    assert_ne!(a2, a1, "a new attempt has a fresh attempt id");
+
+    let before = task(&app, &ws, &id).await;
+    let events_before = app.count("events").await;
+    for action in ACTIONS {
+        let r = app.report(&ws, &id, action, report_body(action, &a1)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CONFLICT,
+            "late {action} of attempt 1: {:?}",
+            r.body
+        );
+        assert_eq!(
+            r.code(),
+            "attempt_superseded",
+            "late {action} of attempt 1: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(
+        task(&app, &ws, &id).await,
+        before,
+        "late reports change nothing"
+    );
+    assert_eq!(app.count("events").await, events_before);
+
+    // Attempt 2 is unaffected.
+    ok_report(&app, &ws, &id, "start", &a2).await;
+    ok_report(&app, &ws, &id, "progress", &a2).await;
+    let done = ok_report(&app, &ws, &id, "complete", &a2).await;
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["attempt"], 2);
+
+    // Still refused once the task has finished.
+    for action in ACTIONS {
+        let r = app.report(&ws, &id, action, report_body(action, &a1)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CONFLICT,
+            "late {action} after completion: {:?}",
+            r.body
+        );
+        assert_eq!(r.code(), "attempt_superseded");
+    }
+
+    let full = task(&app, &ws, &id).await;
+    assert_eq!(full["status"], "completed");
+    let attempts = full["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{full}");
+    assert_eq!(attempts[0]["attempt"], 1);
+    assert_eq!(attempts[0]["attempt_id"], a1.as_str());
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert_eq!(attempts[0]["failure_reason"], "agent_error");
+    assert_eq!(attempts[0]["runtime_id"], rt.as_str());
+    assert!(!attempts[0]["started_at"].is_null());
+    assert_eq!(attempts[1]["attempt"], 2);
+    assert_eq!(attempts[1]["attempt_id"], a2.as_str());
+    assert_eq!(attempts[1]["outcome"], "completed");
+    assert!(attempts[1]["failure_reason"].is_null());
+    app.stop().await.unwrap();
+}
+
+// ───────────────────────────── retries ─────────────────────────────
+
+#[tokio::test]
+async fn retry_is_not_claimable_before_its_backoff_and_the_long_poll_gets_it_at_run_after() {
+    let app = TestApp::spawn_with(|s| s.retry_backoff_base = Duration::from_millis(500)).await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 2 })).await["id"]);
+    let (_, a1) = claim_one(&app, &ws, &rt).await;
+
+    let failed = ok_report(&app, &ws, &id, "fail", &a1).await;
+    let failed_at = Instant::now();
+    assert_eq!(failed["status"], "queued");
+    assert!(
+        failed["failure_reason"].is_null(),
+        "a requeued task has no failure reason yet: {failed}"
+    );
+
+    let now = app.claim(&ws, &rt, 1, 0).await;
+    assert_eq!(now["tasks"], json!([]), "claimed before run_after: {now}");
+
+    let c = app.claim(&ws, &rt, 1, 5000).await;
+    let waited = failed_at.elapsed();
+    assert_eq!(c["tasks"][0]["task_id"], id.as_str(), "{c}");
+    assert_eq!(c["tasks"][0]["attempt"], 2);
+    println!("retry received by the long poll {waited:?} after the failure (backoff 500ms)");
+    assert!(
+        waited >= Duration::from_millis(300),
+        "claimed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1500),
+        "long poll not woken at run_after: {waited:?}"
+    );
+
+    let (dispatched_at, run_after): (DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("SELECT dispatched_at, run_after FROM tasks WHERE id = $1")
+            .bind(id.parse::<Uuid>().unwrap())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        dispatched_at >= run_after,
+        "dispatched at {dispatched_at}, before run_after {run_after}"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn non_retryable_failure_fails_at_once_with_agent_error() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 5 })).await["id"]);
+    let (_, a1) = claim_one(&app, &ws, &rt).await;
+    ok_report(&app, &ws, &id, "start", &a1).await;
+
+    let r = app
+        .report(
+            &ws,
+            &id,
+            "fail",
+            json!({ "attempt_id": a1, "error": "bad input", "retryable": false }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "failed");
+    assert_eq!(r.body["failure_reason"], "agent_error");
+    assert_eq!(r.body["error"], "bad input");
+    assert!(!r.body["finished_at"].is_null());
+    assert_eq!(events_of(&app, &id, "task.failed").await, 1);
+    assert_eq!(events_of(&app, &id, "task.requeued").await, 0);
+    assert_eq!(app.claim(&ws, &rt, 1, 0).await["tasks"], json!([]));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn exhausted_attempts_fail_the_task_for_good() {
+    let app = TestApp::spawn_with(|s| s.retry_backoff_base = Duration::from_millis(100)).await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 2 })).await["id"]);
+
+    let (_, a1) = claim_one(&app, &ws, &rt).await;
+    assert_eq!(
+        ok_report(&app, &ws, &id, "fail", &a1).await["status"],
+        "queued"
+    );
+    let c = app.claim(&ws, &rt, 1, 5000).await;
+    assert_eq!(c["tasks"][0]["attempt"], 2, "{c}");
+    let a2 = s(&c["tasks"][0]["attempt_id"]);
+    let last = ok_report(&app, &ws, &id, "fail", &a2).await;
+    assert_eq!(last["status"], "failed", "no attempts left: {last}");
+    assert_eq!(last["failure_reason"], "agent_error");
+    assert_eq!(last["attempt"], 2);
+
+    let full = task(&app, &ws, &id).await;
+    let outcomes: Vec<&Value> = full["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["outcome"])
+        .collect();
+    assert_eq!(outcomes, [&json!("failed"), &json!("failed")]);
+    // Nothing comes back, even after waiting longer than the backoff.
+    let c = app.claim(&ws, &rt, 1, 400).await;
+    assert_eq!(c["tasks"], json!([]));
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retry_backoff_doubles_per_attempt_and_is_capped() {
+    let base = Duration::from_millis(250);
+    let max = Duration::from_millis(1000);
+    let app = TestApp::spawn_with(|s| {
+        s.retry_backoff_base = base;
+        s.retry_backoff_max = max;
+    })
+    .await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 5 })).await["id"]);
+    let expected_ms = [250i64, 500, 1000, 1000];
+
+    for (i, want) in expected_ms.iter().enumerate() {
+        let attempt_no = i as i64 + 1;
+        let c = app.claim(&ws, &rt, 1, 5000).await;
+        assert_eq!(c["tasks"][0]["attempt"], attempt_no, "{c}");
+        let attempt = s(&c["tasks"][0]["attempt_id"]);
+        let sent = Utc::now();
+        let r = ok_report(&app, &ws, &id, "fail", &attempt).await;
+        let received = Utc::now();
+        assert_eq!(r["status"], "queued");
+        let run_after = ts(&r["run_after"]);
+        let delay = (run_after - sent).num_milliseconds();
+        println!(
+            "attempt {attempt_no} failed: run_after = fail time + {delay} ms (expected {want} ms)"
+        );
+        // The server picks run_after = (its now, between `sent` and `received`) + backoff: bracketed
+        // with 5 ms of slack, which tells 250 from 500 from 1000 whatever the load.
+        let want_d = chrono::Duration::milliseconds(*want);
+        let slack = chrono::Duration::milliseconds(5);
+        assert!(
+            run_after >= sent + want_d - slack && run_after <= received + want_d + slack,
+            "attempt {attempt_no}: run_after is fail time + {delay} ms (request took {} ms), \
+             expected {want} ms",
+            (received - sent).num_milliseconds()
+        );
+        // Against the server's own clock: the attempt row's finished_at (its transaction's start).
+        let finished: DateTime<Utc> =
+            sqlx::query_scalar("SELECT finished_at FROM task_attempts WHERE attempt_id = $1")
+                .bind(attempt.parse::<Uuid>().unwrap())
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let server_delay = (run_after - finished).num_milliseconds();
+        assert!(
+            server_delay >= want - 5 && server_delay <= want + 150,
+            "attempt {attempt_no}: run_after - finished_at = {server_delay} ms, expected about {want} ms"
+        );
+    }
+    let c = app.claim(&ws, &rt, 1, 5000).await;
+    assert_eq!(c["tasks"][0]["attempt"], 5);
+    let last = ok_report(&app, &ws, &id, "fail", &s(&c["tasks"][0]["attempt_id"])).await;
+    assert_eq!(last["status"], "failed");
+    assert_eq!(
+        task(&app, &ws, &id).await["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    app.stop().await.unwrap();
+}
+
+// ───────────────────────────── cancellation ─────────────────────────────
+
+#[tokio::test]
+async fn cancel_of_a_queued_task_is_final_and_it_is_never_claimed() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 3 })).await["id"]);
+
+    let r = app
+        .post(&format!("/api/v1/tasks/{id}/cancel"), &ws.member, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "cancelled");
+    assert_eq!(r.body["failure_reason"], "cancelled");
+    assert_eq!(events_of(&app, &id, "task.cancelled").await, 1);
+
+    let c = app.claim(&ws, &rt, 1, 300).await;
+    assert_eq!(
+        c["tasks"],
+        json!([]),
+        "a cancelled task is never claimed: {c}"
+    );
+    assert_eq!(
+        c["cancel"],
+        json!([]),
+        "nothing to tell a daemon that never had it"
+    );
+    let full = task(&app, &ws, &id).await;
+    assert_eq!(full["status"], "cancelled");
+    assert_eq!(full["attempt"], 0);
+    assert_eq!(full["attempts"], json!([]));
+    assert_eq!(events_of(&app, &id, "task.dispatched").await, 0);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_of_a_running_task_is_final_at_once_and_the_daemon_learns_it_in_its_next_heartbeat()
+{
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 3 })).await["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+    ok_report(&app, &ws, &id, "start", &attempt).await;
+
+    let r = app
+        .post(&format!("/api/v1/tasks/{id}/cancel"), &ws.member, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "cancelled");
+    assert_eq!(r.body["failure_reason"], "cancelled");
+    // Final in the database at once, with no retry despite attempts left.
+    let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
+        .bind(id.parse::<Uuid>().unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "cancelled");
+    assert_eq!(
+        agent_status(&app, &ws, &agent).await,
+        "idle",
+        "the cancelled task freed its agent"
+    );
+
+    let hb = heartbeat(&app, &ws, &[&rt]).await;
+    assert_eq!(
+        hb["cancel"],
+        json!([{ "task_id": id, "attempt_id": attempt }]),
+        "the next heartbeat tells the daemon: {hb}"
+    );
+
+    for action in ACTIONS {
+        let r = app
+            .report(&ws, &id, action, report_body(action, &attempt))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CONFLICT,
+            "{action} after cancel: {:?}",
+            r.body
+        );
+    }
+    let full = task(&app, &ws, &id).await;
+    assert_eq!(full["status"], "cancelled");
+    assert_eq!(full["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(full["attempts"][0]["outcome"], "cancelled");
+    assert_eq!(events_of(&app, &id, "task.cancelled").await, 1);
+    assert_eq!(
+        app.claim(&ws, &rt, 1, 0).await["tasks"],
+        json!([]),
+        "not requeued"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancel_of_a_dispatched_task_reaches_the_daemon_in_its_next_claim_reply() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+
+    let r = app
+        .post(&format!("/api/v1/tasks/{id}/cancel"), &ws.member, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["status"], "cancelled");
+
+    let c = app.claim(&ws, &rt, 1, 0).await;
+    assert_eq!(
+        c["cancel"],
+        json!([{ "task_id": id, "attempt_id": attempt }]),
+        "{c}"
+    );
+    assert_eq!(c["tasks"], json!([]));
+
+    let r = app
+        .report(&ws, &id, "start", report_body("start", &attempt))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(task(&app, &ws, &id).await["status"], "cancelled");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_completed_task_is_an_invalid_transition() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+    ok_report(&app, &ws, &id, "start", &attempt).await;
+    ok_report(&app, &ws, &id, "complete", &attempt).await;
+    let before = task(&app, &ws, &id).await;
+
+    let r = app
+        .post(&format!("/api/v1/tasks/{id}/cancel"), &ws.member, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.code(), "invalid_transition");
+    assert_eq!(task(&app, &ws, &id).await, before);
+    assert_eq!(events_of(&app, &id, "task.cancelled").await, 0);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_twice_answers_200_with_one_event() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    claim_one(&app, &ws, &rt).await;
+
+    let first = app
+        .post(&format!("/api/v1/tasks/{id}/cancel"), &ws.member, json!({}))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let second = app
+        .post(&format!("/api/v1/tasks/{id}/cancel"), &ws.member, json!({}))
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{:?}", second.body);
+    assert_eq!(second.body["status"], "cancelled");
+    assert_eq!(second.body["finished_at"], first.body["finished_at"]);
+    assert_eq!(events_of(&app, &id, "task.cancelled").await, 1);
+    assert_eq!(app.count("task_attempts").await, 1);
+    app.stop().await.unwrap();
+}
+
+// ───────────────────────────── batched reports ─────────────────────────────
+
+#[tokio::test]
+async fn report_batch_answers_one_result_per_update_in_order_with_the_single_call_rules() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 3).await;
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(s(&app.enqueue(&ws, &agent, json!({})).await["id"]));
+        }
+        v
+    };
+    let c = app.claim(&ws, &rt, 3, 0).await;
+    let attempt_of = |id: &str| -> String {
+        let t = c["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task_id"] == id)
+            .expect("claimed");
+        s(&t["attempt_id"])
+    };
+    let (a, b, d) = (&ids[0], &ids[1], &ids[2]);
+    let stale = Uuid::new_v4().to_string();
+
+    let r = app
+        .post(
+            "/api/v1/daemon/report",
+            &ws.daemon,
+            json!({ "updates": [
+                { "task_id": a, "attempt_id": attempt_of(a), "action": "start" },
+                { "task_id": a, "attempt_id": attempt_of(a), "action": "complete", "result": { "n": 1 } },
+                { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
+                { "task_id": d, "attempt_id": stale, "action": "start" },
+                { "task_id": d, "attempt_id": attempt_of(d), "action": "complete", "result": { "n": 3 } },
+                { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
+            ] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let results = r.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 6, "{:?}", r.body);
+    let want = [
+        (a, 200, "", "running"),
+        (a, 200, "", "completed"),
+        (b, 200, "", "running"),
+        (d, 409, "attempt_superseded", ""),
+        (d, 409, "invalid_transition", ""),
+        (b, 200, "", "running"),
+    ];
+    for (i, (res, (id, status, code, task_status))) in results.iter().zip(want).enumerate() {
+        assert_eq!(
+            res["task_id"],
+            id.as_str(),
+            "result {i} is for its update: {res}"
+        );
+        assert_eq!(res["status"], status, "result {i}: {res}");
+        if status == 200 {
+            assert_eq!(res["task"]["status"], task_status, "result {i}: {res}");
+        } else {
+            assert_eq!(res["error"]["code"], code, "result {i}: {res}");
+        }
+    }
+
+    // Applied, with the events of the accepted updates only.
+    let ta = task(&app, &ws, a).await;
+    assert_eq!(ta["status"], "completed");
+    assert_eq!(ta["result"], json!({ "n": 1 }));
+    assert_eq!(task(&app, &ws, b).await["status"], "running");
+    assert_eq!(task(&app, &ws, d).await["status"], "dispatched");
+    assert_eq!(events_of(&app, a, "task.completed").await, 1);
+    assert_eq!(
+        events_of(&app, b, "task.running").await,
+        1,
+        "the repeated start wrote no second event"
+    );
+    assert_eq!(events_of(&app, d, "task.running").await, 0);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn report_batch_with_an_invalid_update_is_refused_whole_with_422() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 2).await;
+    let a = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let b = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let c = app.claim(&ws, &rt, 2, 0).await;
+    let attempt_of = |id: &str| -> String {
+        let t = c["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task_id"] == id)
+            .expect("claimed");
+        s(&t["attempt_id"])
+    };
+    let before_a = task(&app, &ws, &a).await;
+    let before_b = task(&app, &ws, &b).await;
+    let events_before = app.count("events").await;
+
+    let r = app
+        .post(
+            "/api/v1/daemon/report",
+            &ws.daemon,
+            json!({ "updates": [
+                { "task_id": a, "attempt_id": attempt_of(&a), "action": "start" },
+                { "task_id": b, "attempt_id": attempt_of(&b), "action": "start" },
+                { "task_id": b, "attempt_id": attempt_of(&b), "action": "complete" },
+            ] }),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "complete without result: {:?}",
+        r.body
+    );
+    assert_eq!(r.code(), "validation_failed");
+    assert_eq!(task(&app, &ws, &a).await, before_a, "nothing applied");
+    assert_eq!(task(&app, &ws, &b).await, before_b, "nothing applied");
+    assert_eq!(app.count("events").await, events_before);
+    app.stop().await.unwrap();
+}
+
+// ───────────────────────────── deregistration ─────────────────────────────
+
+#[tokio::test]
+async fn deregister_takes_the_runtime_offline_and_fails_or_requeues_its_active_tasks() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 3).await;
+    let running = s(&app.enqueue(&ws, &agent, json!({ "priority": 3 })).await["id"]);
+    let dispatched = s(&app.enqueue(&ws, &agent, json!({ "priority": 2 })).await["id"]);
+    let retried = s(&app
+        .enqueue(&ws, &agent, json!({ "priority": 1, "max_attempts": 2 }))
+        .await["id"]);
+    let c = app.claim(&ws, &rt, 3, 0).await;
+    assert_eq!(c["tasks"].as_array().unwrap().len(), 3, "{c}");
+    let run_attempt = s(&c["tasks"][0]["attempt_id"]);
+    assert_eq!(c["tasks"][0]["task_id"], running.as_str());
+    ok_report(&app, &ws, &running, "start", &run_attempt).await;
+    let queued = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    assert_eq!(agent_status(&app, &ws, &agent).await, "working");
+
+    let r = app
+        .post(
+            "/api/v1/daemon/deregister",
+            &ws.daemon,
+            json!({ "runtime_ids": [rt] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+
+    let r = app.get(&format!("/api/v1/runtimes/{rt}"), &ws.member).await;
+    assert_eq!(r.body["status"], "offline", "offline at once: {:?}", r.body);
+    assert_eq!(events_of(&app, &rt, "runtime.offline").await, 1);
+
+    for id in [&running, &dispatched] {
+        let t = task(&app, &ws, id).await;
+        assert_eq!(t["status"], "failed", "{t}");
+        assert_eq!(t["failure_reason"], "runtime_offline", "{t}");
+        assert_eq!(t["attempts"][0]["failure_reason"], "runtime_offline");
+    }
+    let t = task(&app, &ws, &retried).await;
+    assert_eq!(
+        t["status"], "queued",
+        "attempts left: back to the queue: {t}"
+    );
+    assert_eq!(t["attempts"][0]["outcome"], "failed");
+    assert_eq!(t["attempts"][0]["failure_reason"], "runtime_offline");
+    assert_eq!(task(&app, &ws, &queued).await["status"], "queued");
+
+    assert_eq!(agent_status(&app, &ws, &agent).await, "offline");
+
+    let r = app
+        .post(
+            "/api/v1/daemon/claim",
+            &ws.daemon,
+            json!({ "runtime_id": rt, "max_tasks": 1, "wait_ms": 0 }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.code(), "runtime_offline");
+
+    // The same attempt's late report is refused.
+    let r = app
+        .report(
+            &ws,
+            &running,
+            "complete",
+            report_body("complete", &run_attempt),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+
+    // Deregistering again changes nothing more.
+    let r = app
+        .post(
+            "/api/v1/daemon/deregister",
+            &ws.daemon,
+            json!({ "runtime_ids": [rt] }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(events_of(&app, &rt, "runtime.offline").await, 1);
+    app.stop().await.unwrap();
+}
+
+// ───────────────────────────── agent status ─────────────────────────────
+
+#[tokio::test]
+async fn agent_status_goes_idle_working_idle_with_its_events() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 2).await;
+    assert_eq!(agent_status(&app, &ws, &agent).await, "idle");
+
+    let a = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let b = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    assert_eq!(
+        agent_status(&app, &ws, &agent).await,
+        "idle",
+        "queued work does not make it working"
+    );
+    let c = app.claim(&ws, &rt, 2, 0).await;
+    assert_eq!(c["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(agent_status(&app, &ws, &agent).await, "working");
+
+    let att = |i: usize| s(&c["tasks"][i]["attempt_id"]);
+    let ids = [s(&c["tasks"][0]["task_id"]), s(&c["tasks"][1]["task_id"])];
+    assert!(ids.contains(&a) && ids.contains(&b));
+    ok_report(&app, &ws, &ids[0], "start", &att(0)).await;
+    ok_report(&app, &ws, &ids[0], "complete", &att(0)).await;
+    assert_eq!(
+        agent_status(&app, &ws, &agent).await,
+        "working",
+        "one task still held"
+    );
+    ok_report(&app, &ws, &ids[1], "start", &att(1)).await;
+    ok_report(&app, &ws, &ids[1], "complete", &att(1)).await;
+    assert_eq!(agent_status(&app, &ws, &agent).await, "idle");
+
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "SELECT payload->>'status' FROM events WHERE subject_id = $1 AND type = 'agent.status' ORDER BY id",
+    )
+    .bind(agent.parse::<Uuid>().unwrap())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        statuses,
+        ["working", "idle"],
+        "one agent.status event per change"
+    );
+    app.stop().await.unwrap();
+}
