@@ -75,24 +75,49 @@ pub async fn authenticate(
         None => return Err(ApiError::Unauthorized("missing bearer token")),
     };
     let d = digest(&token);
-    if let Some(admin) = &state.admin_digest
+    let caller = if let Some(admin) = &state.admin_digest
         && digests_equal(admin, &d)
     {
-        return Ok(Caller::Admin);
+        Caller::Admin
+    } else {
+        let mut conn = state.pool.acquire().await?;
+        let found = db::tokens::find_by_digest(&mut conn, &d)
+            .await?
+            .ok_or(ApiError::Unauthorized("invalid or revoked token"))?;
+        match found.kind.as_str() {
+            "member" => Caller::Member {
+                workspace: found.workspace_id,
+                token: found.id,
+            },
+            _ => Caller::Daemon {
+                workspace: found.workspace_id,
+                token: found.id,
+            },
+        }
+    };
+    rate_limit(state, &caller)?;
+    Ok(caller)
+}
+
+impl Caller {
+    /// The token behind the call (the nil id for the admin token).
+    pub fn token_id(&self) -> uuid::Uuid {
+        match self {
+            Caller::Admin => uuid::Uuid::nil(),
+            Caller::Member { token, .. } | Caller::Daemon { token, .. } => token.0,
+        }
     }
-    let mut conn = state.pool.acquire().await?;
-    let found = db::tokens::find_by_digest(&mut conn, &d)
-        .await?
-        .ok_or(ApiError::Unauthorized("invalid or revoked token"))?;
-    Ok(match found.kind.as_str() {
-        "member" => Caller::Member {
-            workspace: found.workspace_id,
-            token: found.id,
-        },
-        _ => Caller::Daemon {
-            workspace: found.workspace_id,
-            token: found.id,
-        },
+}
+
+/// Per-token request budget (DESIGN §2 `rate_limited`); counted per replica.
+fn rate_limit(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    let Some(limiter) = &state.limiter else {
+        return Ok(());
+    };
+    limiter.check_key(&caller.token_id()).map_err(|not_until| {
+        metrics::counter!("paddock_rate_limited_total").increment(1);
+        let now = governor::clock::Clock::now(&governor::clock::DefaultClock::default());
+        ApiError::RateLimited(not_until.wait_time_from(now))
     })
 }
 

@@ -116,6 +116,11 @@ pub struct Settings {
     #[arg(long, env = "PADDOCK_RETRY_BACKOFF_MAX", default_value = "5m", value_parser = duration)]
     pub retry_backoff_max: Duration,
 
+    /// Requests per second allowed per token (bursts up to twice that); above it requests answer
+    /// 429 `rate_limited` with `Retry-After`. Counted per replica. 0 turns the limit off.
+    #[arg(long, env = "PADDOCK_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+
     /// Largest accepted request body (answered 413 above it).
     #[arg(long, env = "PADDOCK_MAX_REQUEST_BODY", default_value = "1MiB", value_parser = byte_size)]
     pub max_request_body: usize,

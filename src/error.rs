@@ -17,6 +17,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("this route does not accept this method")]
+    MethodNotAllowed,
     /// Malformed request (syntax): 400.
     #[error("{0}")]
     BadRequest(String),
@@ -35,6 +37,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("too many requests for this token; retry in {}s", retry_after_secs(*.0))]
+    RateLimited(std::time::Duration),
     #[error(transparent)]
     Internal(anyhow::Error),
 }
@@ -59,6 +63,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -67,6 +72,7 @@ impl ApiError {
             | Self::InvalidTransition(_)
             | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +83,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::BadRequest(_) | Self::Validation(_) => "validation_failed",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::RuntimeOffline(_) => "runtime_offline",
@@ -84,6 +91,7 @@ impl ApiError {
             Self::InvalidTransition(_) => "invalid_transition",
             Self::Conflict(_) => "conflict",
             Self::Unavailable(_) => "unavailable",
+            Self::RateLimited(_) => "rate_limited",
             Self::Internal(_) => "internal",
         }
     }
@@ -93,6 +101,7 @@ impl ApiError {
             Self::Unauthorized(_) => "Unauthorized",
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound(_) => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
             Self::BadRequest(_) => "Bad request",
             Self::Validation(_) => "Validation failed",
             Self::PayloadTooLarge(_) => "Payload too large",
@@ -101,6 +110,7 @@ impl ApiError {
             Self::InvalidTransition(_) => "Invalid transition",
             Self::Conflict(_) => "Conflict",
             Self::Unavailable(_) => "Service unavailable",
+            Self::RateLimited(_) => "Too many requests",
             Self::Internal(_) => "Internal server error",
         }
     }
@@ -138,6 +148,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Self::RateLimited(wait) = self {
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+        }
         res
     }
 }
@@ -175,3 +191,8 @@ impl From<anyhow::Error> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Whole seconds to wait, at least one (`Retry-After` has a resolution of seconds).
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}

@@ -5,6 +5,7 @@
 //! owned by one `TaskTracker`, stops on the shared `CancellationToken`, and is awaited at shutdown.
 
 pub mod auth;
+pub mod bench;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -63,6 +64,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     let live = Arc::new(Liveness::new(backend, settings.stale_threshold));
     let admin_digest = settings.admin_token.as_deref().map(auth::digest);
+    let settings_rate_limit = settings.rate_limit;
     telemetry::handle();
     // A small pool of its own, so scrapes never compete with requests for connections.
     let gauges = telemetry::Gauges::new(
@@ -81,6 +83,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         hub: Arc::new(Hub::default()),
         gauges,
         shutdown,
+        limiter: std::num::NonZeroU32::new(settings_rate_limit).map(|rate| {
+            let burst = rate.saturating_mul(std::num::NonZeroU32::new(2).expect("2 > 0"));
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        }),
     })))
 }
 

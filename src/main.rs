@@ -49,12 +49,23 @@ enum Command {
         #[arg(long, env = "PADDOCK_DATA_DIR", default_value = "./.paddock")]
         data_dir: std::path::PathBuf,
     },
+    /// Measure throughput and latency against a scratch database (see BENCHMARKS.md).
+    Bench(paddock::bench::BenchArgs),
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs go to stdout, except for `bench`, whose stdout carries the results.
+fn init_tracing(format: LogFormat, default_filter: &str, to_stderr: bool) {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let writer = if to_stderr {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        BoxMakeWriter::new(std::io::stdout)
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Pretty => builder.init(),
@@ -160,12 +171,18 @@ async fn run_migrate(database_url: Option<String>, data_dir: &Path) -> anyhow::R
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // A bench's in-process server would log every request at info; only warnings are wanted.
+    let (default_filter, to_stderr) = match cli.command {
+        Command::Bench(_) => ("warn", true),
+        _ => ("info,sqlx=warn,tower_http=info", false),
+    };
+    init_tracing(cli.log_format, default_filter, to_stderr);
     match cli.command {
         Command::Serve { settings } => run_serve(*settings).await,
         Command::Migrate {
             database_url,
             data_dir,
         } => run_migrate(database_url, &data_dir).await,
+        Command::Bench(args) => paddock::bench::run(args).await,
     }
 }

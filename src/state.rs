@@ -20,6 +20,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     pub gauges: crate::telemetry::Gauges,
     pub shutdown: CancellationToken,
+    /// Per-token request limiter (None: no limit).
+    pub limiter: Option<governor::DefaultKeyedRateLimiter<uuid::Uuid>>,
 }
 
 impl App {

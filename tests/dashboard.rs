@@ -23,7 +23,11 @@ async fn enqueued_task_appears_on_the_dashboard_without_reload() {
     let shot = dir.join("target").join("dashboard.png");
     let mut child = Command::new("node")
         .arg(dir.join("tests/browser/dashboard.mjs"))
-        .args([app.base.as_str(), ws.member.as_str(), shot.to_str().unwrap()])
+        .args([
+            app.base.as_str(),
+            ws.member.as_str(),
+            shot.to_str().unwrap(),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -33,13 +37,24 @@ async fn enqueued_task_appears_on_the_dashboard_without_reload() {
 
     let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
     assert_eq!(
-        ready.expect("browser did not get ready").unwrap().as_deref(),
+        ready
+            .expect("browser did not get ready")
+            .unwrap()
+            .as_deref(),
         Some("READY"),
         "run `npm install` in tests/browser and install chromium (./test.sh does both)"
     );
-    app.enqueue(&ws, &agent, json!({ "payload": { "from": "dashboard test" } })).await;
+    app.enqueue(
+        &ws,
+        &agent,
+        json!({ "payload": { "from": "dashboard test" } }),
+    )
+    .await;
     let seen = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
-    assert_eq!(seen.expect("event did not appear").unwrap().as_deref(), Some("SEEN"));
+    assert_eq!(
+        seen.expect("event did not appear").unwrap().as_deref(),
+        Some("SEEN")
+    );
     let status = child.wait().await.unwrap();
     assert!(status.success(), "browser script failed: {status}");
     assert!(shot.exists());

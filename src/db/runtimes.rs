@@ -140,12 +140,18 @@ pub async fn mark_offline(
 
 pub async fn flush_last_seen(
     conn: &mut PgConnection,
+    workspaces: &[WorkspaceId],
     ids: &[RuntimeId],
     seen: &[DateTime<Utc>],
 ) -> sqlx::Result<u64> {
-    let res = sqlx::query_file!("queries/runtimes/flush_last_seen.sql", &uuids(ids), seen)
-        .execute(conn)
-        .await?;
+    let res = sqlx::query_file!(
+        "queries/runtimes/flush_last_seen.sql",
+        &uuids(workspaces),
+        &uuids(ids),
+        seen
+    )
+    .execute(conn)
+    .await?;
     Ok(res.rows_affected())
 }
 

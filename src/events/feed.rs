@@ -21,6 +21,8 @@ use super::Hub;
 use crate::db;
 
 pub const CHANNEL: &str = "paddock_events";
+/// Token revocations, so that open WebSocket sessions of a revoked token close on every replica.
+pub const REVOCATIONS: &str = "paddock_revocations";
 const COALESCE: Duration = Duration::from_millis(2);
 const READ_BATCH: i64 = 1000;
 const SAFETY_POLL: Duration = Duration::from_secs(1);
@@ -55,7 +57,7 @@ pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
                 continue;
             }
         };
-        if let Err(e) = listener.listen(CHANNEL).await {
+        if let Err(e) = listener.listen_all([CHANNEL, REVOCATIONS]).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             retry_pause(&shutdown).await;
             continue;
@@ -66,9 +68,14 @@ pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) if n.channel() == REVOCATIONS => {
+                        if let Ok(token) = n.payload().parse::<uuid::Uuid>() {
+                            let _ = hub.revoked.send(token);
+                        }
+                    }
                     Ok(Some(n)) => {
-                        let id = n.payload().parse::<i64>().unwrap_or(i64::MAX);
-                        hub.known(id);
+                        // A malformed payload still means "something was committed": read.
+                        hub.known(n.payload().parse::<i64>().unwrap_or(0));
                     }
                     Ok(None) => {
                         tracing::warn!("event listener connection lost; reconnecting and catching up");
@@ -146,5 +153,18 @@ pub async fn reader(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Tells every replica (this one at once) that a token was revoked.
+pub async fn announce_revocation(pool: &PgPool, hub: &Hub, token: uuid::Uuid) {
+    let _ = hub.revoked.send(token);
+    if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REVOCATIONS)
+        .bind(token.to_string())
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %e, "could not announce a token revocation to other replicas");
     }
 }

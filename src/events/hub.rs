@@ -27,18 +27,22 @@ pub struct Hub {
     pub known_max_id: AtomicI64,
     /// Newest id committed by this replica, for the notifier.
     pub committed_id: watch::Sender<i64>,
+    /// Tokens revoked (on any replica): open WebSocket sessions of these tokens close at once.
+    pub revoked: broadcast::Sender<uuid::Uuid>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
         let (sessions, _) = broadcast::channel(SESSION_BACKLOG);
         let (committed_id, _) = watch::channel(0);
+        let (revoked, _) = broadcast::channel(256);
         Self {
             waker: Arc::default(),
             sessions,
             feed_nudge: Notify::new(),
             known_max_id: AtomicI64::new(0),
             committed_id,
+            revoked,
         }
     }
 }

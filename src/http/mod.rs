@@ -80,6 +80,7 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
             get(openapi::openapi_json).with_state::<AppState>(doc_json),
         )
         .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.settings.max_request_body))
         .route_layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -71,6 +71,9 @@ pub enum Errors {
     /// Wrong types, unknown fields or out-of-range values.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(Problem),
+    /// Over the per-token rate limit; `Retry-After` says when to try again.
+    #[response(status = 429, content_type = "application/problem+json")]
+    RateLimited(Problem),
     /// The database is unreachable.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),

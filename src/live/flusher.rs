@@ -15,7 +15,14 @@ pub async fn flush_once(pool: &PgPool, live: &Liveness) -> anyhow::Result<u64> {
     if batch.is_empty() {
         return Ok(0);
     }
-    let (ids, seen): (Vec<_>, Vec<_>) = batch.iter().map(|(id, at)| (*id, *at)).unzip();
+    let mut ws = Vec::with_capacity(batch.len());
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut seen = Vec::with_capacity(batch.len());
+    for (&(w, id), &at) in &batch {
+        ws.push(w);
+        ids.push(id);
+        seen.push(at);
+    }
     let mut conn = match pool.acquire().await {
         Ok(c) => c,
         Err(e) => {
@@ -23,7 +30,7 @@ pub async fn flush_once(pool: &PgPool, live: &Liveness) -> anyhow::Result<u64> {
             return Err(e.into());
         }
     };
-    match db::runtimes::flush_last_seen(&mut conn, &ids, &seen).await {
+    match db::runtimes::flush_last_seen(&mut conn, &ws, &ids, &seen).await {
         Ok(n) => Ok(n),
         Err(e) => {
             live.restore_heard(batch);

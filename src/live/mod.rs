@@ -36,7 +36,8 @@ pub enum Backend {
 pub struct Liveness {
     backend: Backend,
     ttl: Duration,
-    heard: Mutex<HashMap<RuntimeId, DateTime<Utc>>>,
+    /// Keyed by workspace too: a heartbeat naming another workspace's runtime must not touch it.
+    heard: Mutex<HashMap<(WorkspaceId, RuntimeId), DateTime<Utc>>>,
 }
 
 impl Liveness {
@@ -58,7 +59,7 @@ impl Liveness {
         {
             let mut heard = self.heard.lock().expect("heard lock");
             for id in ids {
-                heard.insert(*id, now);
+                heard.insert((ws, *id), now);
             }
         }
         match &self.backend {
@@ -79,8 +80,8 @@ impl Liveness {
     pub async fn forget(&self, ids: &[(WorkspaceId, RuntimeId)]) -> anyhow::Result<()> {
         {
             let mut heard = self.heard.lock().expect("heard lock");
-            for (_, id) in ids {
-                heard.remove(id);
+            for key in ids {
+                heard.remove(key);
             }
         }
         match &self.backend {
@@ -104,12 +105,12 @@ impl Liveness {
     }
 
     /// Takes the runtimes heard since the last call (for the flusher).
-    pub fn take_heard(&self) -> HashMap<RuntimeId, DateTime<Utc>> {
+    pub fn take_heard(&self) -> HashMap<(WorkspaceId, RuntimeId), DateTime<Utc>> {
         std::mem::take(&mut *self.heard.lock().expect("heard lock"))
     }
 
     /// Puts back runtimes whose flush failed, keeping the newer time where both exist.
-    pub fn restore_heard(&self, batch: HashMap<RuntimeId, DateTime<Utc>>) {
+    pub fn restore_heard(&self, batch: HashMap<(WorkspaceId, RuntimeId), DateTime<Utc>>) {
         let mut heard = self.heard.lock().expect("heard lock");
         for (id, at) in batch {
             heard

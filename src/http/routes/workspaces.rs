@@ -123,6 +123,7 @@ pub async fn revoke_token(
     };
     let mut conn = state.pool.acquire().await?;
     if db::tokens::revoke(&mut conn, id, scope).await? {
+        crate::events::feed::announce_revocation(&state.pool, &state.hub, id.0).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("token"))

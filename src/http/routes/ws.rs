@@ -29,13 +29,13 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLAY_PAGE: i64 = 500;
 
 /// A member token from the `Authorization` header or the `token` query parameter.
-pub struct WsMember(pub WorkspaceId);
+pub struct WsMember(pub WorkspaceId, pub uuid::Uuid);
 
 impl FromRequestParts<AppState> for WsMember {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         match authenticate(state, parts, true).await? {
-            Caller::Member { workspace, .. } => Ok(WsMember(workspace)),
+            Caller::Member { workspace, token } => Ok(WsMember(workspace, token.0)),
             _ => Err(ApiError::Forbidden("the event stream needs a member token")),
         }
     }
@@ -51,14 +51,14 @@ pub struct WsQuery {
 
 #[utoipa::path(get, path = "/api/v1/ws", tag = "member", params(WsQuery), responses((status = 101, description = "Switching to the WebSocket event stream: text frames {id, type, occurred_at, subject_id, payload}"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn ws(
-    WsMember(ws): WsMember,
+    WsMember(ws, token): WsMember,
     State(state): State<AppState>,
     Query(q): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     upgrade.on_upgrade(move |socket| async move {
         metrics::gauge!("paddock_websocket_connections").increment(1.0);
-        if let Err(e) = session(&state, ws, q.after, socket).await {
+        if let Err(e) = session(&state, ws, token, q.after, socket).await {
             tracing::debug!(error = %e, "websocket session ended");
         }
         metrics::gauge!("paddock_websocket_connections").decrement(1.0);
@@ -88,10 +88,12 @@ async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
 async fn session(
     state: &AppState,
     ws: WorkspaceId,
+    token: uuid::Uuid,
     after: Option<EventId>,
     mut socket: WebSocket,
 ) -> anyhow::Result<()> {
     let mut live = state.hub.subscribe();
+    let mut revoked = state.hub.revoked.subscribe();
     let mut last: Option<Position> = None;
     if let Some(after) = after {
         let mut conn = state.pool.acquire().await?;
@@ -152,6 +154,12 @@ async fn session(
                 }
                 awaiting_pong = true;
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return Ok(());
+                }
+            }
+            r = revoked.recv() => {
+                if matches!(r, Ok(t) if t == token) || matches!(r, Err(RecvError::Lagged(_))) {
+                    close(socket, close_code::POLICY, "token revoked").await;
                     return Ok(());
                 }
             }

@@ -1,0 +1,334 @@
+//! `bench drain`: N no-op tasks through the whole daemon protocol over real HTTP.
+//!
+//! Set-up: a workspace, D runtimes with one agent each (`max_concurrent_tasks` = B), N tasks
+//! enqueued round-robin over the agents with concurrent `POST /tasks`. Then D simulated daemons,
+//! one per runtime, loop: claim up to B (long poll), report `start` for the batch, report
+//! `complete` for the batch (two `POST /daemon/report` calls), until their share is done.
+//! Throughput runs from the first claim to the last completion. The server is then stopped and the
+//! baseline drains a fresh set of N rows with plain SQL at the same concurrency.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::baseline;
+use super::harness::{Api, BenchDb, Server, Services, Workspace, settings};
+use super::stats::{Latencies, Summary, per_sec, progress, ratio};
+
+#[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Tasks to enqueue and drain.
+    #[arg(long)]
+    tasks: u64,
+    /// Simulated daemons, each with one runtime and one agent.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+    daemons: u64,
+    /// Tasks per claim (`max_tasks`) and per report.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=100))]
+    batch: u64,
+    /// Long-poll wait of each claim, in milliseconds.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=30000))]
+    wait_ms: u64,
+    /// Concurrent `POST /tasks` while enqueueing.
+    #[arg(long, default_value_t = 32)]
+    enqueue_concurrency: usize,
+}
+
+/// What the drain needs to know about the set-up.
+pub struct Fleet {
+    pub ws: Workspace,
+    pub runtimes: Vec<Uuid>,
+    pub agents: Vec<Uuid>,
+}
+
+/// How many of `tasks`, dealt round-robin, land on `worker` of `workers`.
+pub fn share(tasks: u64, workers: u64, worker: u64) -> u64 {
+    tasks / workers + u64::from(worker < tasks % workers)
+}
+
+pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow::Result<Summary> {
+    ensure!(args.tasks > 0, "--tasks must be at least 1");
+    let server = Server::start(settings(services, db)).await?;
+    let fleet = fleet(&server, args).await?;
+
+    let t_enqueue = Instant::now();
+    enqueue(&server.api, &fleet, args).await?;
+    let enqueue_time = t_enqueue.elapsed();
+
+    let drained = drain(&server.api, &fleet, args).await?;
+    server.stop().await?;
+
+    let pool = db.pool(args.daemons as u32 + 1).await?;
+    let base = baseline::drain(&pool, &fleet, args.tasks, args.batch).await?;
+    pool.close().await;
+
+    let tps = per_sec(args.tasks, drained.elapsed);
+    let base_tps = per_sec(args.tasks, base);
+    let mut s = Summary::new(format!(
+        "drain: {} tasks, {} daemons, batch {}",
+        args.tasks, args.daemons, args.batch
+    ));
+    s.line(format!(
+        "  enqueue    {:>9.0} tasks/s  ({} POST /tasks in {:.2} s, {} concurrent)",
+        per_sec(args.tasks, enqueue_time),
+        args.tasks,
+        enqueue_time.as_secs_f64(),
+        args.enqueue_concurrency
+    ));
+    s.line(format!(
+        "  paddock    {:>9.0} tasks/s  ({:.2} s first claim → last completion)",
+        tps,
+        drained.elapsed.as_secs_f64()
+    ));
+    s.line(format!(
+        "  baseline   {:>9.0} tasks/s  ({:.2} s, plain SQL, {} workers)",
+        base_tps,
+        base.as_secs_f64(),
+        args.daemons
+    ));
+    s.line(format!(
+        "  ratio      {:>9.2} × baseline",
+        ratio(tps, base_tps)
+    ));
+    s.line(format!(
+        "  enqueue→claim  p50 {:.1} ms  p99 {:.1} ms  (includes the wait behind the backlog)",
+        drained.pickup.ms(0.5),
+        drained.pickup.ms(0.99)
+    ));
+    s.line(format!(
+        "  claim call     p50 {:.1} ms  p99 {:.1} ms;  report call p50 {:.1} ms  p99 {:.1} ms",
+        drained.claim.ms(0.5),
+        drained.claim.ms(0.99),
+        drained.report.ms(0.5),
+        drained.report.ms(0.99)
+    ));
+    s.num("tasks_per_sec", tps);
+    s.num("baseline_tasks_per_sec", base_tps);
+    s.num("ratio", ratio(tps, base_tps));
+    s.num("p50_ms", drained.pickup.ms(0.5));
+    s.num("p99_ms", drained.pickup.ms(0.99));
+    s.int("tasks", args.tasks);
+    s.int("daemons", args.daemons);
+    s.int("batch", args.batch);
+    s.num("enqueue_per_sec", per_sec(args.tasks, enqueue_time));
+    s.num("claim_p50_ms", drained.claim.ms(0.5));
+    s.num("claim_p99_ms", drained.claim.ms(0.99));
+    s.num("report_p50_ms", drained.report.ms(0.5));
+    s.num("report_p99_ms", drained.report.ms(0.99));
+    s.num("seconds", drained.elapsed.as_secs_f64());
+    s.num("baseline_seconds", base.as_secs_f64());
+    Ok(s)
+}
+
+/// A workspace, D runtimes and one agent per runtime.
+async fn fleet(server: &Server, args: &DrainArgs) -> anyhow::Result<Fleet> {
+    let ws = server.workspace().await?;
+    let mut runtimes = Vec::new();
+    let mut agents = Vec::new();
+    for d in 0..args.daemons {
+        let reg: Value = server
+            .api
+            .post(
+                "/api/v1/daemon/register",
+                &ws.daemon,
+                &json!({ "daemon_id": format!("bench-daemon-{d}"), "provider": "bench" }),
+            )
+            .await?;
+        let runtime: Uuid = serde_json::from_value(reg["runtime_id"].clone())
+            .context("register answered no runtime_id")?;
+        let agent: Value = server
+            .api
+            .post(
+                "/api/v1/agents",
+                &ws.member,
+                &json!({ "name": format!("bench-agent-{d}"), "runtime_id": runtime,
+                         "max_concurrent_tasks": args.batch, "definition": { "noop": true } }),
+            )
+            .await?;
+        agents.push(serde_json::from_value(agent["id"].clone()).context("agent without id")?);
+        runtimes.push(runtime);
+    }
+    Ok(Fleet {
+        ws,
+        runtimes,
+        agents,
+    })
+}
+
+/// N `POST /tasks`, round-robin over the agents, `enqueue_concurrency` at a time.
+async fn enqueue(api: &Api, fleet: &Fleet, args: &DrainArgs) -> anyhow::Result<()> {
+    let bar = progress(Some(args.tasks), "enqueue");
+    let mut calls = futures::stream::iter(0..args.tasks)
+        .map(|i| {
+            let agent = fleet.agents[(i % fleet.agents.len() as u64) as usize];
+            let body = json!({ "agent_id": agent, "payload": { "noop": i } });
+            async move {
+                api.post::<serde::de::IgnoredAny>("/api/v1/tasks", &fleet.ws.member, &body)
+                    .await
+            }
+        })
+        .buffer_unordered(args.enqueue_concurrency.max(1));
+    while let Some(res) = calls.next().await {
+        res?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+struct Drained {
+    elapsed: Duration,
+    /// Claim answer received minus the task's `enqueued_at`.
+    pickup: Latencies,
+    claim: Latencies,
+    report: Latencies,
+}
+
+#[derive(Deserialize)]
+struct ClaimReply {
+    tasks: Vec<ClaimedTask>,
+}
+
+#[derive(Deserialize)]
+struct ClaimedTask {
+    task_id: Uuid,
+    attempt_id: Uuid,
+    enqueued_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct ReportReply {
+    results: Vec<ReportResult>,
+}
+
+#[derive(Deserialize)]
+struct ReportResult {
+    task_id: Uuid,
+    status: u16,
+}
+
+/// Runs the D daemons until every task is completed.
+async fn drain(api: &Api, fleet: &Fleet, args: &DrainArgs) -> anyhow::Result<Drained> {
+    let bar = progress(Some(args.tasks), "drain");
+    let t0 = Instant::now();
+    let daemons = fleet.runtimes.iter().enumerate().map(|(d, &runtime)| {
+        let mine = share(args.tasks, args.daemons, d as u64);
+        daemon(api, &fleet.ws.daemon, runtime, mine, args, &bar)
+    });
+    let results = futures::future::try_join_all(daemons).await?;
+    bar.finish_and_clear();
+    let mut out = Drained {
+        elapsed: Duration::ZERO,
+        pickup: Latencies::default(),
+        claim: Latencies::default(),
+        report: Latencies::default(),
+    };
+    for r in results {
+        out.elapsed = out.elapsed.max(r.last_completion.duration_since(t0));
+        out.pickup.merge(&r.pickup);
+        out.claim.merge(&r.claim);
+        out.report.merge(&r.report);
+    }
+    Ok(out)
+}
+
+struct DaemonRun {
+    last_completion: Instant,
+    pickup: Latencies,
+    claim: Latencies,
+    report: Latencies,
+}
+
+/// One simulated daemon: claim → start all → complete all, until `mine` tasks are completed.
+async fn daemon(
+    api: &Api,
+    token: &str,
+    runtime: Uuid,
+    mine: u64,
+    args: &DrainArgs,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<DaemonRun> {
+    let mut run = DaemonRun {
+        last_completion: Instant::now(),
+        pickup: Latencies::default(),
+        claim: Latencies::default(),
+        report: Latencies::default(),
+    };
+    let claim_body =
+        json!({ "runtime_id": runtime, "max_tasks": args.batch, "wait_ms": args.wait_ms });
+    let mut done = 0;
+    let mut empty_since: Option<Instant> = None;
+    while done < mine {
+        let t = Instant::now();
+        let reply: ClaimReply = api.post("/api/v1/daemon/claim", token, &claim_body).await?;
+        let now = Utc::now();
+        run.claim.record(t.elapsed());
+        if reply.tasks.is_empty() {
+            let since = *empty_since.get_or_insert(t);
+            if since.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "drain stalled: runtime {runtime} got nothing for 60 s with {done} of its {mine} tasks completed"
+                );
+            }
+            continue;
+        }
+        empty_since = None;
+        for task in &reply.tasks {
+            run.pickup.record_chrono(now - task.enqueued_at);
+        }
+        for action in ["start", "complete"] {
+            let updates: Vec<Value> = reply
+                .tasks
+                .iter()
+                .map(|c| {
+                    let mut u = json!({ "task_id": c.task_id, "attempt_id": c.attempt_id, "action": action });
+                    if action == "complete" {
+                        u["result"] = json!({});
+                    }
+                    u
+                })
+                .collect();
+            let t = Instant::now();
+            let res: ReportReply = api
+                .post(
+                    "/api/v1/daemon/report",
+                    token,
+                    &json!({ "updates": updates }),
+                )
+                .await?;
+            run.report.record(t.elapsed());
+            if let Some(bad) = res.results.iter().find(|r| r.status != 200) {
+                bail!(
+                    "report {action} of task {} answered {}",
+                    bad.task_id,
+                    bad.status
+                );
+            }
+        }
+        done += reply.tasks.len() as u64;
+        run.last_completion = Instant::now();
+        bar.inc(reply.tasks.len() as u64);
+    }
+    Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_add_up_to_the_tasks() {
+        for (tasks, workers) in [(20000, 8), (10, 3), (2, 5)] {
+            let sum: u64 = (0..workers).map(|w| share(tasks, workers, w)).sum();
+            assert_eq!(sum, tasks);
+        }
+        assert_eq!(share(10, 3, 0), 4);
+        assert_eq!(share(10, 3, 2), 3);
+    }
+}

@@ -1,0 +1,288 @@
+//! What every scenario stands on: a scratch database created on the `DATABASE_URL` server and
+//! dropped at the end, a Paddock server started in-process on an ephemeral loopback port, and a
+//! small JSON-over-HTTP client that turns any unexpected answer into an error naming the call.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Settings;
+
+/// Where the bench may work: a PostgreSQL server on which it creates a database, and Redis if set.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub database_url: String,
+    pub redis_url: Option<String>,
+}
+
+/// A database created for one run (`paddock_bench_<random>`), dropped by [`BenchDb::drop_now`].
+pub struct BenchDb {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl BenchDb {
+    pub async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!(
+            "paddock_bench_{}",
+            &Uuid::new_v4().simple().to_string()[..12]
+        );
+        let mut conn = PgConnection::connect(admin_url).await.context(
+            "cannot connect to DATABASE_URL (bench needs a PostgreSQL server where it may create a database)",
+        )?;
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("cannot create the scratch database {name}"))?;
+        conn.close().await.ok();
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            url: database_url(admin_url, &name),
+            name,
+        })
+    }
+
+    /// Drops the database, closing whatever connections are still open on it.
+    pub async fn drop_now(self) -> anyhow::Result<()> {
+        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .with_context(|| format!("cannot drop the scratch database {}", self.name))?;
+        conn.close().await.ok();
+        Ok(())
+    }
+
+    /// A pool on the scratch database for the bench's own SQL (set-up and baselines).
+    pub async fn pool(&self, size: u32) -> anyhow::Result<PgPool> {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&self.url)
+            .await
+            .with_context(|| format!("cannot connect to the scratch database {}", self.name))
+    }
+}
+
+/// `admin_url` with its database name replaced by `db` (query parameters kept).
+fn database_url(admin_url: &str, db: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin_url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    let mut url = format!("{}/{db}", &base[..host_end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+/// Server settings for a run: `paddock serve`'s defaults (and `PADDOCK_*` from the environment),
+/// the scratch database, Redis under a key prefix of its own, and a fresh admin token.
+pub fn settings(services: &Services, db: &BenchDb) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().expect("loopback address"),
+        database_url: Some(db.url.clone()),
+        redis_url: services.redis_url.clone(),
+        redis_prefix: format!(
+            "paddock-bench-{}",
+            &Uuid::new_v4().simple().to_string()[..12]
+        ),
+        admin_token: Some(crate::auth::generate_token()),
+        ..Settings::default()
+    }
+}
+
+/// A Paddock server running in this process on an ephemeral loopback port.
+pub struct Server {
+    pub api: Api,
+    pub admin_token: String,
+    /// From calling `serve` until `/readyz` first answered 200.
+    pub startup: Duration,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot bind a loopback port")?;
+        let addr = listener.local_addr()?;
+        let api = Api::new(format!("http://{addr}"))?;
+        let admin_token = settings.admin_token.clone().unwrap_or_default();
+        let shutdown = CancellationToken::new();
+        let t0 = Instant::now();
+        let mut handle = tokio::spawn(crate::serve(settings, listener, shutdown.clone()));
+        // The listener is bound already, so a request waits in the backlog until the router runs.
+        loop {
+            tokio::select! {
+                res = &mut handle => {
+                    res.context("the server task panicked")?.context("the server failed to start")?;
+                    bail!("the server stopped before it was ready");
+                }
+                ready = api.ready() => {
+                    if ready {
+                        break;
+                    }
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(120) {
+                shutdown.cancel();
+                bail!("the server did not become ready within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(Self {
+            api,
+            admin_token,
+            startup: t0.elapsed(),
+            shutdown,
+            handle,
+        })
+    }
+
+    /// Graceful shutdown (in-flight requests finish, heartbeats are flushed).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await.context("the server task panicked")?
+    }
+
+    /// A workspace with a member and a daemon token.
+    pub async fn workspace(&self) -> anyhow::Result<Workspace> {
+        let slug = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let ws: Value = self
+            .api
+            .post(
+                "/api/v1/workspaces",
+                &self.admin_token,
+                &json!({ "name": slug, "slug": slug }),
+            )
+            .await?;
+        let id = ws["id"]
+            .as_str()
+            .context("workspace without id")?
+            .to_owned();
+        let mut tokens = Vec::new();
+        for kind in ["member", "daemon"] {
+            let t: Value = self
+                .api
+                .post(
+                    &format!("/api/v1/workspaces/{id}/tokens"),
+                    &self.admin_token,
+                    &json!({ "kind": kind, "name": format!("bench {kind}") }),
+                )
+                .await?;
+            tokens.push(t["token"].as_str().context("token missing")?.to_owned());
+        }
+        let daemon = tokens.pop().expect("two tokens");
+        let member = tokens.pop().expect("two tokens");
+        Ok(Workspace { id, member, daemon })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    pub id: String,
+    pub member: String,
+    pub daemon: String,
+}
+
+/// JSON over HTTP/1.1 with keep-alive; one client is shared by every simulated daemon.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(base: String) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self { http, base })
+    }
+
+    /// POSTs `body`; any status but 200/201 is an error carrying the answer.
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path} failed"))?;
+        let status = res.status();
+        let bytes = res
+            .bytes()
+            .await
+            .with_context(|| format!("POST {path}: reading the answer"))?;
+        if !status.is_success() {
+            bail!(
+                "POST {path} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "POST {path}: unexpected answer {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    }
+
+    /// Whether `/readyz` answers 200 now.
+    async fn ready(&self) -> bool {
+        match self.http.get(format!("{}/readyz", self.base)).send().await {
+            Ok(r) => r.status().is_success(),
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url;
+
+    #[test]
+    fn database_url_replaces_only_the_database_name() {
+        assert_eq!(
+            database_url("postgres://postgres@127.0.0.1:5432/postgres", "b"),
+            "postgres://postgres@127.0.0.1:5432/b"
+        );
+        assert_eq!(
+            database_url("postgres://u:p@h/db?sslmode=disable", "b"),
+            "postgres://u:p@h/b?sslmode=disable"
+        );
+        assert_eq!(
+            database_url("postgres://h:5432", "b"),
+            "postgres://h:5432/b"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! `paddock bench`: load scenarios that measure a real Paddock server, started in this process on
+//! a loopback port against a scratch database, next to a same-run baseline of the equivalent plain
+//! SQL straight to Postgres. BENCHMARKS.md records the figures and how to read them.
+//!
+//! * `drain` — enqueue N tasks, then D simulated daemons claim, start and complete them over HTTP;
+//!   baseline: the same claim/start/complete SQL with the same concurrency.
+//! * `heartbeat` — R runtimes heartbeating over HTTP as fast as the load allows; baseline: one
+//!   `UPDATE runtimes SET last_seen_at` per heartbeat.
+//! * `sweep` — one sweeper tick and server start-up, with and without H rows of task history.
+//!
+//! Each run creates `paddock_bench_<random>` on the `DATABASE_URL` server and drops it at the end
+//! (also on error or Ctrl-C); Redis keys go under a prefix of their own and expire by their TTL.
+
+mod baseline;
+mod drain;
+mod harness;
+mod heartbeat;
+mod stats;
+mod sweep;
+mod sweep_seed;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use harness::{BenchDb, Services};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// PostgreSQL server where the bench may create (and drop) a scratch database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
+    database_url: Option<String>,
+
+    /// Redis for the liveness store. Unset: the in-process store.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true)]
+    redis_url: Option<String>,
+
+    /// Print one JSON object with the figures as the last line of stdout.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Tasks/s through enqueue → claim → start → complete, and enqueue→claim latency.
+    Drain(drain::DrainArgs),
+    /// Heartbeats/s and their latency with many registered runtimes.
+    Heartbeat(heartbeat::HeartbeatArgs),
+    /// Sweeper tick and start-up time with and without a large task history.
+    Sweep(sweep::SweepArgs),
+}
+
+/// Runs one scenario and prints its summary (and, with `--json`, its JSON line).
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let database_url = args.database_url.clone().context(
+        "bench needs DATABASE_URL: a PostgreSQL server where it may create a database \
+         (e.g. postgres://postgres@127.0.0.1:5432/postgres)",
+    )?;
+    let services = Services {
+        database_url,
+        redis_url: args.redis_url.clone(),
+    };
+    let db = BenchDb::create(&services.database_url).await?;
+    eprintln!(
+        "bench: scratch database {} ({} liveness store)",
+        db.name,
+        if services.redis_url.is_some() {
+            "Redis"
+        } else {
+            "in-process"
+        }
+    );
+    let scenario = async {
+        match &args.scenario {
+            Scenario::Drain(a) => drain::run(&services, &db, a).await,
+            Scenario::Heartbeat(a) => heartbeat::run(&services, &db, a).await,
+            Scenario::Sweep(a) => sweep::run(&services, &db, a).await,
+        }
+    };
+    let result = tokio::select! {
+        r = scenario => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    let dropped = db.drop_now().await;
+    let summary = result?;
+    dropped?;
+    summary.print(args.json);
+    Ok(())
+}
