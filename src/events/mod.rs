@@ -52,38 +52,41 @@ pub fn task_progress(t: &Task) -> NewEvent {
     }
 }
 
+/// `runtime.*` event: `{runtime_id, ...extra}`.
 pub fn runtime(
     kind: &'static str,
     ws: WorkspaceId,
     id: RuntimeId,
     extra: serde_json::Value,
 ) -> NewEvent {
-    let mut payload = json!({ "runtime_id": id });
-    if let (Some(p), serde_json::Value::Object(e)) = (payload.as_object_mut(), extra) {
-        p.extend(e);
-    }
-    NewEvent {
-        workspace: ws,
-        kind,
-        subject: id.0,
-        payload,
-    }
+    subject_event(kind, ws, "runtime_id", id.0, extra)
 }
 
+/// `agent.*` event: `{agent_id, ...extra}`.
 pub fn agent(
     kind: &'static str,
     ws: WorkspaceId,
     id: AgentId,
     extra: serde_json::Value,
 ) -> NewEvent {
-    let mut payload = json!({ "agent_id": id });
+    subject_event(kind, ws, "agent_id", id.0, extra)
+}
+
+fn subject_event(
+    kind: &'static str,
+    ws: WorkspaceId,
+    id_key: &'static str,
+    id: uuid::Uuid,
+    extra: serde_json::Value,
+) -> NewEvent {
+    let mut payload = json!({ id_key: id });
     if let (Some(p), serde_json::Value::Object(e)) = (payload.as_object_mut(), extra) {
         p.extend(e);
     }
     NewEvent {
         workspace: ws,
         kind,
-        subject: id.0,
+        subject: id,
         payload,
     }
 }
