@@ -16,20 +16,56 @@ use crate::error::ApiResult;
 use crate::ids::AgentId;
 use crate::state::App;
 
-/// Writes the collected events, commits, then publishes them (waking claims, feeding sockets).
+/// What a transaction changed besides its own rows: the events to write and the agents whose status
+/// must be recomputed. Both are written once, just before the commit, however many changes the
+/// transaction made (a batch report completing 50 tasks of one agent refreshes that agent once).
+#[derive(Default)]
+pub struct Changes {
+    pub events: Vec<NewEvent>,
+    agents: Vec<AgentId>,
+}
+
+impl Changes {
+    pub fn push(&mut self, e: NewEvent) {
+        self.events.push(e);
+    }
+
+    /// The agent's active tasks changed: recompute its status before commit.
+    pub fn agent_changed(&mut self, id: AgentId) {
+        self.agents.push(id);
+    }
+
+    pub fn agents_changed(&mut self, ids: &[AgentId]) {
+        self.agents.extend_from_slice(ids);
+    }
+}
+
+impl From<Vec<NewEvent>> for Changes {
+    fn from(events: Vec<NewEvent>) -> Self {
+        Self {
+            events,
+            agents: Vec::new(),
+        }
+    }
+}
+
+/// Recomputes the changed agents' status, writes the events, commits, then publishes the events
+/// (waking claims, feeding sockets).
 pub async fn commit(
     app: &App,
     mut tx: Transaction<'static, Postgres>,
-    events: Vec<NewEvent>,
+    changes: impl Into<Changes>,
 ) -> ApiResult<()> {
-    let stored = db::events::insert(&mut tx, &events).await?;
+    let mut ch = changes.into();
+    refresh_agents(&mut tx, &ch.agents, &mut ch.events).await?;
+    let stored = db::events::insert(&mut tx, &ch.events).await?;
     tx.commit().await?;
     app.hub.committed(stored);
     Ok(())
 }
 
 /// Recomputes the status of these agents and records an `agent.status` event for each change.
-pub async fn refresh_agents(
+async fn refresh_agents(
     conn: &mut PgConnection,
     agents: &[AgentId],
     events: &mut Vec<NewEvent>,

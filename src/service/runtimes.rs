@@ -4,9 +4,8 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::{commit, refresh_agents, tasks::fail_tasks_of_runtimes};
+use super::{Changes, commit, tasks::fail_tasks_of_runtimes};
 use crate::db;
-use crate::db::events::NewEvent;
 use crate::db::runtimes::{NewRuntime, Registered};
 use crate::db::tasks::CancelNotice;
 use crate::error::ApiResult;
@@ -18,28 +17,28 @@ use crate::state::App;
 pub async fn register(app: &App, new: &NewRuntime<'_>) -> ApiResult<(Registered, bool)> {
     let mut tx = app.pool.begin().await?;
     let reg = db::runtimes::register(&mut tx, new).await?;
-    let mut evs = Vec::new();
+    let mut ch = Changes::default();
     let extra = json!({ "daemon_id": new.daemon_id, "provider": new.provider });
     match reg.was_status.as_deref() {
-        None => evs.push(events::runtime(
+        None => ch.push(events::runtime(
             "runtime.registered",
             new.workspace,
             reg.id,
             extra,
         )),
         Some("offline") => {
-            evs.push(events::runtime(
+            ch.push(events::runtime(
                 "runtime.online",
                 new.workspace,
                 reg.id,
                 extra,
             ));
             let agents = db::agents::of_runtimes(&mut tx, &[reg.id]).await?;
-            refresh_agents(&mut tx, &agents, &mut evs).await?;
+            ch.agents_changed(&agents);
         }
         Some(_) => {}
     }
-    commit(app, tx, evs).await?;
+    commit(app, tx, ch).await?;
     let created = reg.was_status.is_none();
     if let Err(e) = app.live.touch(new.workspace, &[reg.id]).await {
         tracing::warn!(error = %e, "liveness store unavailable at registration");
@@ -101,7 +100,7 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
     }
 
     let mut tx = app.pool.begin().await?;
-    let mut evs = Vec::new();
+    let mut ch = Changes::default();
     let mut unknown = Vec::new();
     if !to_check.is_empty() {
         let touched = db::runtimes::touch_or_revive(&mut tx, ws, &to_check).await?;
@@ -117,10 +116,10 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
             .map(|t| t.id)
             .collect();
         for id in &revived {
-            evs.push(events::runtime("runtime.online", ws, *id, json!({})));
+            ch.push(events::runtime("runtime.online", ws, *id, json!({})));
         }
         let agents = db::agents::of_runtimes(&mut tx, &revived).await?;
-        refresh_agents(&mut tx, &agents, &mut evs).await?;
+        ch.agents_changed(&agents);
     }
     let known_cancels: Vec<RuntimeId> = want_cancels
         .into_iter()
@@ -131,7 +130,7 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
     } else {
         db::tasks::take_cancels(&mut tx, &known_cancels).await?
     };
-    commit(app, tx, evs).await?;
+    commit(app, tx, ch).await?;
     if !unknown.is_empty() && !fallback {
         let _ = app.live.forget(&unknown).await;
     }
@@ -147,23 +146,26 @@ pub async fn after_offline(
     conn: &mut PgConnection,
     app: &App,
     changed: &[db::runtimes::Changed],
-    evs: &mut Vec<NewEvent>,
+    ch: &mut Changes,
 ) -> ApiResult<()> {
     if changed.is_empty() {
         return Ok(());
     }
     let ids: Vec<RuntimeId> = changed.iter().map(|c| c.id).collect();
     for c in changed {
-        evs.push(events::runtime(
+        ch.push(events::runtime(
             "runtime.offline",
             c.workspace_id,
             c.id,
             json!({}),
         ));
     }
-    fail_tasks_of_runtimes(conn, app.backoff(), None, &ids, evs).await?;
+    fail_tasks_of_runtimes(conn, app.backoff(), None, &ids, ch).await?;
     let agents = db::agents::of_runtimes(conn, &ids).await?;
-    refresh_agents(conn, &agents, evs).await
+    {
+        ch.agents_changed(&agents);
+        Ok(())
+    }
 }
 
 /// Deregisters runtimes: offline now. Returns the ids that were online.
@@ -174,10 +176,10 @@ pub async fn deregister(
 ) -> ApiResult<Vec<RuntimeId>> {
     let mut tx = app.pool.begin().await?;
     let changed = db::runtimes::mark_offline(&mut tx, ws, ids).await?;
-    let mut evs = Vec::new();
-    after_offline(&mut tx, app, &changed, &mut evs).await?;
+    let mut ch = Changes::default();
+    after_offline(&mut tx, app, &changed, &mut ch).await?;
     forget(app, &changed).await;
-    commit(app, tx, evs).await?;
+    commit(app, tx, ch).await?;
     Ok(changed.into_iter().map(|c| c.id).collect())
 }
 

@@ -4,7 +4,7 @@ use chrono::Utc;
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::{commit, refresh_agents};
+use super::{Changes, commit};
 use crate::db;
 use crate::db::events::NewEvent;
 use crate::db::tasks::{CancelNotice, Claimed, EndAttempt, NewTask, Task};
@@ -60,8 +60,7 @@ pub async fn enqueue(app: &App, ws: WorkspaceId, req: &Enqueue<'_>) -> ApiResult
             .ok_or_else(|| ApiError::Conflict("idempotency key in use".into()))?;
         return Ok((existing, false));
     };
-    let evs = vec![events::task("task.queued", &task)];
-    commit(app, tx, evs).await?;
+    commit(app, tx, vec![events::task("task.queued", &task)]).await?;
     Ok((task, true))
 }
 
@@ -81,7 +80,7 @@ pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> ApiResult<Task> {
             task.status
         )));
     }
-    let mut evs = Vec::new();
+    let mut ch = Changes::default();
     let from = [status.as_str().to_owned()];
     let end = EndAttempt {
         id,
@@ -98,10 +97,11 @@ pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> ApiResult<Task> {
         .ok_or_else(lost_race)?;
     if status.is_active() {
         db::tasks::insert_attempt(&mut tx, &task, "cancelled", Some("cancelled"), None).await?;
-        refresh_agents(&mut tx, &[task.agent_id], &mut evs).await?;
+        ch.agent_changed(task.agent_id);
     }
-    evs.insert(0, events::task("task.cancelled", &updated));
-    commit(app, tx, evs).await?;
+    ch.events
+        .insert(0, events::task("task.cancelled", &updated));
+    commit(app, tx, ch).await?;
     if status.is_active()
         && let Err(e) = app.live.flag_cancel(ws, task.runtime_id).await
     {
@@ -138,14 +138,14 @@ pub async fn claim(
     } else {
         Vec::new()
     };
-    let mut evs: Vec<NewEvent> = claimed.iter().map(dispatched_event).collect();
+    let mut ch = Changes::from(claimed.iter().map(dispatched_event).collect::<Vec<_>>());
     if !claimed.is_empty() {
         let mut agents: Vec<AgentId> = claimed.iter().map(|c| c.agent_id).collect();
         agents.sort();
         agents.dedup();
         for change in db::tasks::mark_agents_working(&mut tx, &agents).await? {
             if change.was != "working" {
-                evs.push(events::agent(
+                ch.push(events::agent(
                     "agent.status",
                     change.workspace_id,
                     change.id,
@@ -155,7 +155,7 @@ pub async fn claim(
         }
     }
     let cancel = db::tasks::take_cancels(&mut tx, &[runtime]).await?;
-    commit(app, tx, evs).await?;
+    commit(app, tx, ch).await?;
     Ok(ClaimResult {
         tasks: claimed,
         cancel,
@@ -208,7 +208,7 @@ pub async fn apply_report(
     id: TaskId,
     attempt: AttemptId,
     report: &Report,
-    evs: &mut Vec<NewEvent>,
+    ch: &mut Changes,
 ) -> ApiResult<Task> {
     let task = db::tasks::lock(conn, id, ws)
         .await?
@@ -246,14 +246,14 @@ pub async fn apply_report(
             let t = db::tasks::start(conn, id, attempt)
                 .await?
                 .ok_or_else(lost_race)?;
-            evs.push(events::task("task.running", &t));
+            ch.push(events::task("task.running", &t));
             t
         }
         Report::Progress(p) => {
             let t = db::tasks::progress(conn, id, attempt, p)
                 .await?
                 .ok_or_else(lost_race)?;
-            evs.push(events::task_progress(&t));
+            ch.push(events::task_progress(&t));
             t
         }
         Report::Complete(result) => {
@@ -261,8 +261,8 @@ pub async fn apply_report(
                 .await?
                 .ok_or_else(lost_race)?;
             db::tasks::insert_attempt(conn, &task, "completed", None, None).await?;
-            evs.push(events::task("task.completed", &t));
-            refresh_agents(conn, &[t.agent_id], evs).await?;
+            ch.push(events::task("task.completed", &t));
+            ch.agent_changed(t.agent_id);
             t
         }
         Report::Fail { error, retryable } => {
@@ -273,7 +273,7 @@ pub async fn apply_report(
                 FailureReason::AgentError,
                 Some(error),
                 *retryable,
-                evs,
+                ch,
             )
             .await?
         }
@@ -291,7 +291,7 @@ pub async fn fail_active(
     reason: FailureReason,
     error: Option<&str>,
     retryable: bool,
-    evs: &mut Vec<NewEvent>,
+    ch: &mut Changes,
 ) -> ApiResult<Task> {
     let from = ["dispatched".to_owned(), "running".to_owned()];
     let after = backoff.after_failure(reason, retryable, task.attempt, task.max_attempts);
@@ -322,8 +322,8 @@ pub async fn fail_active(
         p.insert("reason".into(), json!(reason.as_str()));
         p.insert("error".into(), json!(error));
     }
-    evs.push(ev);
-    refresh_agents(conn, &[task.agent_id], evs).await?;
+    ch.push(ev);
+    ch.agent_changed(task.agent_id);
     Ok(updated)
 }
 
@@ -333,7 +333,7 @@ pub async fn fail_tasks_of_runtimes(
     backoff: Backoff,
     ws: Option<WorkspaceId>,
     runtimes: &[RuntimeId],
-    evs: &mut Vec<NewEvent>,
+    ch: &mut Changes,
 ) -> ApiResult<usize> {
     let ids = db::tasks::active_of_runtimes(conn, runtimes).await?;
     let mut n = 0;
@@ -349,7 +349,7 @@ pub async fn fail_tasks_of_runtimes(
                 FailureReason::RuntimeOffline,
                 None,
                 true,
-                evs,
+                ch,
             )
             .await?;
             n += 1;

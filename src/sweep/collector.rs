@@ -20,7 +20,7 @@ pub async fn run(state: &AppState) -> ApiResult<usize> {
     if gone.is_empty() {
         return Ok(0);
     }
-    let evs = gone
+    let evs: Vec<_> = gone
         .iter()
         .map(|r| events::runtime("runtime.deleted", r.workspace_id, r.id, json!({})))
         .collect();

@@ -18,7 +18,7 @@ pub async fn run(state: &AppState) -> ApiResult<usize> {
     if expired.is_empty() {
         return Ok(0);
     }
-    let evs = expired
+    let evs: Vec<_> = expired
         .iter()
         .map(|t| events::task("task.failed", t))
         .collect();

@@ -40,9 +40,9 @@ pub async fn run(state: &AppState) -> ApiResult<usize> {
     }
     let mut tx = state.pool.begin().await?;
     let changed = db::sweeps::mark_stale_offline(&mut tx, &stale, threshold).await?;
-    let mut evs = Vec::new();
-    service::runtimes::after_offline(&mut tx, state, &changed, &mut evs).await?;
+    let mut ch = service::Changes::default();
+    service::runtimes::after_offline(&mut tx, state, &changed, &mut ch).await?;
     service::runtimes::forget(state, &changed).await;
-    service::commit(state, tx, evs).await?;
+    service::commit(state, tx, ch).await?;
     Ok(changed.len())
 }

@@ -31,11 +31,11 @@ async fn fail_all(
     if tasks.is_empty() {
         return Ok(0);
     }
-    let mut evs = Vec::new();
+    let mut ch = service::Changes::default();
     for task in &tasks {
-        service::tasks::fail_active(&mut tx, state.backoff(), task, reason, None, true, &mut evs)
+        service::tasks::fail_active(&mut tx, state.backoff(), task, reason, None, true, &mut ch)
             .await?;
     }
-    service::commit(state, tx, evs).await?;
+    service::commit(state, tx, ch).await?;
     Ok(tasks.len())
 }

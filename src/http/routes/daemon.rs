@@ -259,13 +259,13 @@ async fn report_one(
     report: Report,
 ) -> ApiResult<axum::Json<Task>> {
     let mut tx = state.pool.begin().await?;
-    let mut evs = Vec::new();
+    let mut ch = service::Changes::default();
     let res =
-        service::tasks::apply_report(&mut tx, state.backoff(), ws, id, attempt, &report, &mut evs)
+        service::tasks::apply_report(&mut tx, state.backoff(), ws, id, attempt, &report, &mut ch)
             .await;
     count_report(report.action().as_str(), &res);
     let task = res?;
-    service::commit(state, tx, evs).await?;
+    service::commit(state, tx, ch).await?;
     Ok(axum::Json(task))
 }
 
@@ -418,7 +418,7 @@ pub async fn report(
         reports.push((task_id, attempt_id, u.report()?));
     }
     let mut tx = state.pool.begin().await?;
-    let mut evs = Vec::new();
+    let mut ch = service::Changes::default();
     let mut results = Vec::with_capacity(reports.len());
     for (task_id, attempt_id, report) in &reports {
         let res = service::tasks::apply_report(
@@ -428,7 +428,7 @@ pub async fn report(
             *task_id,
             *attempt_id,
             report,
-            &mut evs,
+            &mut ch,
         )
         .await;
         count_report(report.action().as_str(), &res);
@@ -453,7 +453,7 @@ pub async fn report(
             Err(e) => return Err(e),
         });
     }
-    service::commit(&state, tx, evs).await?;
+    service::commit(&state, tx, ch).await?;
     Ok(axum::Json(ReportReply { results }))
 }
 
