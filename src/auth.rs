@@ -3,6 +3,11 @@
 //! Only digests are stored. Every request looks its token up (one unique-index probe), so a revoked
 //! token fails at once on every replica.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -28,6 +33,73 @@ pub fn digest(token: &str) -> [u8; 32] {
 /// Constant-time comparison of two digests.
 fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Recently authenticated tokens, so that hot paths (heartbeats, claims) do not read Postgres for
+/// every request. Safe against revocation: a revocation evicts its token on every replica at once
+/// (`events::feed::announce_revocation` locally and over `LISTEN`), and the cache is bypassed and
+/// emptied whenever this replica is not listening (it could miss a revocation then).
+pub struct TokenCache {
+    entries: Mutex<HashMap<[u8; 32], (Caller, Instant)>>,
+    /// Set while the replica's LISTEN connection is up.
+    pub listening: AtomicBool,
+}
+
+/// How long a cached token is trusted without a revocation notice.
+const TOKEN_TTL: Duration = Duration::from_secs(60);
+/// Entries kept at most (the cache is emptied past it).
+const TOKEN_CACHE_MAX: usize = 100_000;
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+            listening: AtomicBool::new(false),
+        }
+    }
+}
+
+impl TokenCache {
+    fn get(&self, digest: &[u8; 32]) -> Option<Caller> {
+        if !self.listening.load(Ordering::Acquire) {
+            return None;
+        }
+        let entries = self.entries.lock().expect("token cache lock");
+        entries
+            .get(digest)
+            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .map(|(c, _)| *c)
+    }
+
+    fn put(&self, digest: [u8; 32], caller: Caller) {
+        if !self.listening.load(Ordering::Acquire) {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("token cache lock");
+        if entries.len() >= TOKEN_CACHE_MAX {
+            entries.clear();
+        }
+        entries.insert(digest, (caller, Instant::now()));
+    }
+
+    /// A token was revoked: forget it.
+    pub fn evict(&self, token: uuid::Uuid) {
+        self.entries
+            .lock()
+            .expect("token cache lock")
+            .retain(|_, (c, _)| c.token_id() != token);
+    }
+
+    /// The LISTEN connection is up (true) or lost (false: trust nothing cached).
+    pub fn set_listening(&self, up: bool) {
+        if !up {
+            self.listening.store(false, Ordering::Release);
+        }
+        self.entries.lock().expect("token cache lock").clear();
+        if up {
+            self.listening.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Who is calling.
@@ -79,12 +151,14 @@ pub async fn authenticate(
         && digests_equal(admin, &d)
     {
         Caller::Admin
+    } else if let Some(cached) = state.hub.tokens.get(&d) {
+        cached
     } else {
         let mut conn = state.pool.acquire().await?;
         let found = db::tokens::find_by_digest(&mut conn, &d)
             .await?
             .ok_or(ApiError::Unauthorized("invalid or revoked token"))?;
-        match found.kind.as_str() {
+        let caller = match found.kind.as_str() {
             "member" => Caller::Member {
                 workspace: found.workspace_id,
                 token: found.id,
@@ -93,7 +167,9 @@ pub async fn authenticate(
                 workspace: found.workspace_id,
                 token: found.id,
             },
-        }
+        };
+        state.hub.tokens.put(d, caller);
+        caller
     };
     rate_limit(state, &caller)?;
     Ok(caller)

@@ -1095,3 +1095,50 @@ async fn heartbeat_with_another_workspaces_runtime_does_not_touch_its_liveness()
         "A's heartbeat for B's runtime erased B's own heartbeat: last_seen_at stayed {victim0} (control moved to {control1})"
     );
 }
+
+/// Tokens are cached per replica for the hot paths; a revocation on one replica must still fail the
+/// token on every other replica at once (the cache is evicted over LISTEN/NOTIFY).
+#[tokio::test]
+async fn revoked_token_fails_at_once_on_another_replica() {
+    let a = spawn().await;
+    let b = a.replica(|_| {}).await;
+    let ws = a.workspace().await;
+    let (token_id, secret) = {
+        let r = a
+            .post(
+                &format!("/api/v1/workspaces/{}/tokens", ws.id),
+                &a.admin_token,
+                json!({ "kind": "member", "name": "cached" }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        (
+            r.body["id"].as_str().unwrap().to_owned(),
+            r.body["token"].as_str().unwrap().to_owned(),
+        )
+    };
+    // Warm B's cache.
+    for _ in 0..3 {
+        assert_eq!(
+            b.get("/api/v1/runtimes", &secret).await.status,
+            StatusCode::OK
+        );
+    }
+    let r = a
+        .delete(&format!("/api/v1/tokens/{token_id}"), &a.admin_token)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let revoked_at = std::time::Instant::now();
+    common::eventually(
+        Duration::from_secs(5),
+        "revoked token refused on the other replica",
+        || async { b.get("/api/v1/runtimes", &secret).await.status == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+    let took = revoked_at.elapsed();
+    println!("revocation reached the other replica in {took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "revocation took {took:?} to reach the other replica"
+    );
+}

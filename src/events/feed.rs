@@ -62,7 +62,9 @@ pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
             retry_pause(&shutdown).await;
             continue;
         }
-        // Anything committed while we were not listening is caught up by the reader.
+        // Anything committed while we were not listening is caught up by the reader; revocations
+        // missed meanwhile cannot matter because the token cache was bypassed and is emptied now.
+        hub.tokens.set_listening(true);
         hub.feed_nudge.notify_one();
         loop {
             tokio::select! {
@@ -70,7 +72,7 @@ pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
                 msg = listener.try_recv() => match msg {
                     Ok(Some(n)) if n.channel() == REVOCATIONS => {
                         if let Ok(token) = n.payload().parse::<uuid::Uuid>() {
-                            let _ = hub.revoked.send(token);
+                            hub.revoke(token);
                         }
                     }
                     Ok(Some(n)) => {
@@ -78,10 +80,12 @@ pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
                         hub.known(n.payload().parse::<i64>().unwrap_or(0));
                     }
                     Ok(None) => {
+                        hub.tokens.set_listening(false);
                         tracing::warn!("event listener connection lost; reconnecting and catching up");
                         hub.feed_nudge.notify_one();
                     }
                     Err(e) => {
+                        hub.tokens.set_listening(false);
                         tracing::warn!(error = %e, "event listener failed; reconnecting");
                         hub.feed_nudge.notify_one();
                         break;
@@ -158,7 +162,7 @@ pub async fn reader(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
 
 /// Tells every replica (this one at once) that a token was revoked.
 pub async fn announce_revocation(pool: &PgPool, hub: &Hub, token: uuid::Uuid) {
-    let _ = hub.revoked.send(token);
+    hub.revoke(token);
     if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
         .bind(REVOCATIONS)
         .bind(token.to_string())

@@ -29,6 +29,8 @@ pub struct Hub {
     pub committed_id: watch::Sender<i64>,
     /// Tokens revoked (on any replica): open WebSocket sessions of these tokens close at once.
     pub revoked: broadcast::Sender<uuid::Uuid>,
+    /// Authenticated tokens, evicted on revocation (see `auth::TokenCache`).
+    pub tokens: crate::auth::TokenCache,
 }
 
 impl Default for Hub {
@@ -43,6 +45,7 @@ impl Default for Hub {
             known_max_id: AtomicI64::new(0),
             committed_id,
             revoked,
+            tokens: Default::default(),
         }
     }
 }
@@ -76,6 +79,12 @@ impl Hub {
     pub fn deliver(&self, e: Event) {
         self.waker.on_event(&e);
         let _ = self.sessions.send(Arc::new(e));
+    }
+
+    /// A token was revoked (here or on another replica).
+    pub fn revoke(&self, token: uuid::Uuid) {
+        self.tokens.evict(token);
+        let _ = self.revoked.send(token);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
