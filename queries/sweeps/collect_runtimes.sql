@@ -7,8 +7,13 @@ WITH doomed AS (
     FROM runtimes r
     WHERE r.status = 'offline' AND r.offline_at < now() - make_interval(secs => $1)
       AND NOT EXISTS (SELECT 1 FROM agents a WHERE a.runtime_id = r.id AND a.archived_at IS NULL)
+      -- Open tasks, through active-row indexes only: dispatched/running by runtime
+      -- (tasks_active_runtime), queued through the runtime's agents (agents_runtime, tasks_claim).
       AND NOT EXISTS (SELECT 1 FROM tasks t
-                      WHERE t.runtime_id = r.id AND t.status IN ('queued', 'dispatched', 'running'))
+                      WHERE t.runtime_id = r.id AND t.status IN ('dispatched', 'running'))
+      AND NOT EXISTS (SELECT 1 FROM agents a
+                      JOIN tasks t ON t.agent_id = a.id AND t.status = 'queued'
+                      WHERE a.runtime_id = r.id)
     ORDER BY r.offline_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED

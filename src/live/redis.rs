@@ -9,6 +9,21 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::Touched;
 use crate::ids::{RuntimeId, WorkspaceId};
 
+/// Longest a liveness call may take before the caller falls back to Postgres. The connection
+/// manager's own timeouts do not bound a call that waits on its reconnect attempt.
+const CALL_TIMEOUT: Duration = Duration::from_millis(300);
+
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(res) => Ok(res?),
+        Err(_) => Err(anyhow::anyhow!(
+            "redis did not answer within {CALL_TIMEOUT:?}"
+        )),
+    }
+}
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
@@ -57,7 +72,7 @@ impl RedisStore {
             pipe.cmd("GETDEL").arg(self.cancel_key(ws, id));
         }
         let mut conn = self.conn.clone();
-        let replies: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let replies: Vec<Option<String>> = bounded(pipe.query_async(&mut conn)).await?;
         Ok(replies
             .chunks(2)
             .map(|pair| Touched {
@@ -76,7 +91,7 @@ impl RedisStore {
             pipe.cmd("EXISTS").arg(self.live_key(ws, id));
         }
         let mut conn = self.conn.clone();
-        let replies: Vec<i64> = pipe.query_async(&mut conn).await?;
+        let replies: Vec<i64> = bounded(pipe.query_async(&mut conn)).await?;
         Ok(replies.into_iter().map(|n| n > 0).collect())
     }
 
@@ -89,7 +104,7 @@ impl RedisStore {
             cmd.arg(self.live_key(ws, id)).arg(self.cancel_key(ws, id));
         }
         let mut conn = self.conn.clone();
-        let _: i64 = cmd.query_async(&mut conn).await?;
+        let _: i64 = bounded(cmd.query_async(&mut conn)).await?;
         Ok(())
     }
 
@@ -100,19 +115,18 @@ impl RedisStore {
         ttl: Duration,
     ) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
-        let _: () = redis::cmd("SET")
-            .arg(self.cancel_key(ws, id))
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.cancel_key(ws, id))
             .arg(1)
             .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut conn)
-            .await?;
+            .arg(ttl.as_millis() as u64);
+        let _: () = bounded(cmd.query_async(&mut conn)).await?;
         Ok(())
     }
 
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
         Ok(())
     }
 }

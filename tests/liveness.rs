@@ -1,0 +1,549 @@
+//! Liveness (DESIGN.md §5): heartbeats write the liveness store only; the flusher writes
+//! `runtimes.last_seen_at` once per flush interval and once more at shutdown; a Redis outage never
+//! takes a live runtime offline; a heartbeat racing the stale sweep is never lost; the in-process
+//! store behaves the same for one replica.
+//!
+//! Conditions are awaited with `common::eventually`; sleeps only pace heartbeats (load) and
+//! "still holds" checks.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use common::{TestApp, Ws, eventually};
+use paddock::Settings;
+use paddock::embedded::{PrivateRedis, RedisOptions};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const TICK: Duration = Duration::from_millis(200);
+const STALE: Duration = Duration::from_millis(1500);
+
+/// Fast sweeps: 200 ms intervals, runtimes stale after 1.5 s (> 3 × 200 ms, so the config is valid).
+fn fast(s: &mut Settings) {
+    s.sweep_interval = TICK;
+    s.heartbeat_interval = TICK;
+    s.heartbeat_flush_interval = TICK;
+    s.stale_threshold = STALE;
+}
+
+fn s(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {v}"))
+        .to_owned()
+}
+
+async fn runtime_status(app: &TestApp, ws: &Ws, id: &str) -> String {
+    let r = app.get(&format!("/api/v1/runtimes/{id}"), &ws.member).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    s(&r.body["status"])
+}
+
+async fn agent_status(app: &TestApp, ws: &Ws, id: &str) -> String {
+    let r = app.get(&format!("/api/v1/agents/{id}"), &ws.member).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    s(&r.body["status"])
+}
+
+async fn heartbeat(app: &TestApp, ws: &Ws, ids: &[&str]) -> common::Resp {
+    app.post(
+        "/api/v1/daemon/heartbeat",
+        &ws.daemon,
+        json!({ "runtime_ids": ids }),
+    )
+    .await
+}
+
+/// A heartbeat that must answer 200 with every runtime online.
+async fn beat_online(app: &TestApp, ws: &Ws, ids: &[&str]) {
+    let r = heartbeat(app, ws, ids).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(r.body["runtimes"][i]["runtime_id"], *id, "{:?}", r.body);
+        assert_eq!(r.body["runtimes"][i]["status"], "online", "{:?}", r.body);
+    }
+}
+
+async fn last_seen(pool: &PgPool, id: &str) -> DateTime<Utc> {
+    let id: Uuid = id.parse().unwrap();
+    sqlx::query_scalar("SELECT last_seen_at FROM runtimes WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Rows of the event log of one type about one subject (read directly: no delivery horizon).
+async fn count_events(pool: &PgPool, kind: &str, subject: &str) -> i64 {
+    let subject: Uuid = subject.parse().unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM events WHERE type = $1 AND subject_id = $2")
+        .bind(kind)
+        .bind(subject)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn readyz(app: &TestApp) -> common::Resp {
+    app.request(reqwest::Method::GET, "/readyz", None, None)
+        .await
+}
+
+/// Awaits `f` returning `Some`, and returns what it returned.
+async fn eventually_some<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let slot = std::sync::Mutex::new(None);
+    eventually(within, what, || {
+        let fut = f();
+        let slot = &slot;
+        async move {
+            let v = fut.await;
+            let found = v.is_some();
+            *slot.lock().unwrap() = v;
+            found
+        }
+    })
+    .await;
+    slot.into_inner().unwrap().unwrap()
+}
+
+/// Checks `check` every 50 ms for `dur`; panics the first time it does not hold.
+async fn holds_for<F, Fut>(dur: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        assert!(
+            check().await,
+            "{what} stopped holding after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A daemon heartbeating some runtimes every `every` in a spawned task (load, not synchronisation).
+/// `stop` returns every reply (HTTP status, statuses of the runtimes, latency).
+struct Heartbeater {
+    stop: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<Vec<Beat>>>,
+}
+
+#[derive(Debug)]
+struct Beat {
+    code: u16,
+    statuses: Vec<String>,
+    took: Duration,
+}
+
+impl Heartbeater {
+    /// Reply-driven: the next heartbeat goes `every` after the previous reply.
+    fn start(app: &TestApp, ws: &Ws, ids: &[&str], every: Duration) -> Self {
+        Self::spawn(app, ws, ids, every, false)
+    }
+
+    /// Timer-driven: a heartbeat every `every` whether or not the previous one has answered.
+    fn on_timer(app: &TestApp, ws: &Ws, ids: &[&str], every: Duration) -> Self {
+        Self::spawn(app, ws, ids, every, true)
+    }
+
+    fn spawn(app: &TestApp, ws: &Ws, ids: &[&str], every: Duration, on_timer: bool) -> Self {
+        let stop = CancellationToken::new();
+        let (http, url, token) = (
+            app.http.clone(),
+            format!("{}/api/v1/daemon/heartbeat", app.base),
+            ws.daemon.clone(),
+        );
+        let body = json!({ "runtime_ids": ids });
+        let one = move || {
+            let (http, url, token, body) = (http.clone(), url.clone(), token.clone(), body.clone());
+            async move {
+                let t0 = Instant::now();
+                let res = http.post(&url).bearer_auth(&token).json(&body).send().await;
+                let (code, statuses) = match res {
+                    Ok(r) => {
+                        let code = r.status().as_u16();
+                        let v: Value = r.json().await.unwrap_or(Value::Null);
+                        let statuses = v["runtimes"]
+                            .as_array()
+                            .map(|a| a.iter().map(|x| s(&x["status"])).collect())
+                            .unwrap_or_else(|| vec![v.to_string()]);
+                        (code, statuses)
+                    }
+                    Err(e) => (0, vec![e.to_string()]),
+                };
+                Beat {
+                    code,
+                    statuses,
+                    took: t0.elapsed(),
+                }
+            }
+        };
+        let cancelled = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut beats = Vec::new();
+            let mut in_flight = Vec::new();
+            loop {
+                if on_timer {
+                    in_flight.push(tokio::spawn(one()));
+                } else {
+                    beats.push(one().await);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = cancelled.cancelled() => break,
+                }
+            }
+            for h in in_flight {
+                beats.push(h.await.expect("heartbeat"));
+            }
+            beats
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    async fn stop(mut self) -> Vec<Beat> {
+        self.stop.cancel();
+        let handle = self.handle.take().expect("running");
+        handle.await.expect("heartbeat loop")
+    }
+}
+
+impl Drop for Heartbeater {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn assert_all_online(beats: &[Beat]) {
+    assert!(!beats.is_empty(), "no heartbeat was sent");
+    for (i, b) in beats.iter().enumerate() {
+        assert!(
+            b.code == 200 && b.statuses.iter().all(|x| x == "online"),
+            "heartbeat {i} of {}: {b:?}",
+            beats.len()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flusher
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn heartbeats_touch_only_the_liveness_store() {
+    let flush = Duration::from_secs(1);
+    let app = TestApp::spawn_with(|s| {
+        fast(s);
+        s.heartbeat_flush_interval = flush;
+        s.stale_threshold = Duration::from_secs(3);
+    })
+    .await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "steady").await;
+    let registered = last_seen(&app.pool, &rt).await;
+
+    // Heartbeat until a flush moves last_seen_at: a flush has just happened.
+    let flushed = eventually_some(flush * 3, "a flush writes last_seen_at", || async {
+        beat_online(&app, &ws, &[&rt]).await;
+        let seen = last_seen(&app.pool, &rt).await;
+        (seen != registered).then_some(seen)
+    })
+    .await;
+    let window = Instant::now();
+    // Until the next flush (a second away), heartbeats leave the row alone.
+    for _ in 0..5 {
+        beat_online(&app, &ws, &[&rt]).await;
+        assert_eq!(
+            last_seen(&app.pool, &rt).await,
+            flushed,
+            "a heartbeat wrote last_seen_at {:?} after the flush",
+            window.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert!(
+        window.elapsed() < flush,
+        "the quiet window overran the flush interval; the check above proves nothing"
+    );
+    // The next flush writes the time of the latest heartbeat.
+    let sent = Utc::now();
+    beat_online(&app, &ws, &[&rt]).await;
+    let next = eventually_some(
+        flush + Duration::from_millis(500),
+        "the next flush",
+        || async {
+            let seen = last_seen(&app.pool, &rt).await;
+            (seen > flushed).then_some(seen)
+        },
+    )
+    .await;
+    assert!(
+        next >= sent - chrono::Duration::milliseconds(1),
+        "flushed {next}, but the last heartbeat was sent at {sent}"
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_flusher_writes_last_seen_at_once_more_at_graceful_shutdown() {
+    let app = TestApp::spawn_with(|s| {
+        fast(s);
+        s.heartbeat_flush_interval = Duration::from_secs(60);
+        s.stale_threshold = Duration::from_secs(120);
+    })
+    .await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "leaving").await;
+    let registered = last_seen(&app.pool, &rt).await;
+    let sent = Utc::now();
+    beat_online(&app, &ws, &[&rt]).await;
+    assert_eq!(
+        last_seen(&app.pool, &rt).await,
+        registered,
+        "a heartbeat wrote Postgres"
+    );
+    let url = app.database_url.clone();
+    app.stop().await.unwrap();
+    let pool = PgPool::connect(&url).await.unwrap();
+    let seen = last_seen(&pool, &rt).await;
+    assert!(
+        seen > registered && seen >= sent - chrono::Duration::milliseconds(1),
+        "last_seen_at {seen} after shutdown; registered {registered}, heartbeat at {sent}"
+    );
+    pool.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis outage
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn redis_outage_keeps_live_runtimes_online() {
+    redis_outage_scenario(STALE).await;
+}
+
+/// DESIGN §5 refuses `stale_threshold` ≤ flush + heartbeat + sweep intervals because below it "a
+/// live runtime could be swept while Redis is down"; the converse is the promise tested here: at
+/// the smallest accepted threshold (3 × 200 ms intervals, 700 ms), an outage sweeps no live runtime.
+#[tokio::test]
+async fn redis_outage_keeps_live_runtimes_online_at_the_smallest_valid_stale_threshold() {
+    redis_outage_scenario(Duration::from_millis(700)).await;
+}
+
+/// A runtime heartbeating every 200 ms through a Redis outage of more than 2 × `stale`: every
+/// heartbeat answers 200 online, the runtime never goes offline, readyz says 503 (redis down)
+/// during the outage and 200 after; a silent runtime still goes offline during the outage.
+async fn redis_outage_scenario(stale: Duration) {
+    let dir = std::env::temp_dir().join(format!("paddock-liveness-{}", Uuid::new_v4().simple()));
+    let mut redis = PrivateRedis::start(RedisOptions { dir: dir.clone() })
+        .await
+        .expect("private Redis");
+    let app = TestApp::spawn_with(|s| {
+        fast(s);
+        s.stale_threshold = stale;
+        s.redis_url = Some(redis.url());
+    })
+    .await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "resilient").await;
+    let agent = app.agent(&ws, &rt, 1).await;
+    // On a timer, as a daemon told heartbeat_interval would: while Redis is down a heartbeat takes
+    // over a second to answer, and a daemon that waited for each reply would heartbeat only about
+    // once per second and a half (see the latencies printed below).
+    let beats = Heartbeater::on_timer(&app, &ws, &[&rt], TICK);
+    let r = readyz(&app).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["checks"]["redis"], "up", "{:?}", r.body);
+
+    redis.stop().await.expect("stop Redis");
+    let outage = Instant::now();
+    eventually(
+        Duration::from_secs(5),
+        "readyz reports Redis down",
+        || async {
+            let r = readyz(&app).await;
+            r.status == StatusCode::SERVICE_UNAVAILABLE
+                && r.body["checks"]["redis"] == "down"
+                && r.body["checks"]["postgres"] == "up"
+        },
+    )
+    .await;
+    // A runtime that registers and then stays silent during the outage still goes offline: with
+    // the store down, the stale sweep trusts the database.
+    let silent = app.runtime(&ws, "silent-in-outage").await;
+    let hold = (stale * 2 + Duration::from_millis(500)).max(Duration::from_secs(3));
+    holds_for(
+        hold,
+        "the heartbeating runtime is online while Redis is down",
+        || async {
+            runtime_status(&app, &ws, &rt).await == "online"
+                && agent_status(&app, &ws, &agent).await == "idle"
+        },
+    )
+    .await;
+    eventually(
+        stale * 2 + Duration::from_secs(2),
+        "the silent runtime goes offline during the outage",
+        || async { runtime_status(&app, &ws, &silent).await == "offline" },
+    )
+    .await;
+    let r = readyz(&app).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    let down_for = outage.elapsed();
+
+    redis.start_again().await.expect("start Redis again");
+    eventually(
+        Duration::from_secs(10),
+        "readyz reports Redis up",
+        || async { readyz(&app).await.status == StatusCode::OK },
+    )
+    .await;
+    holds_for(
+        stale * 2,
+        "the runtime is online after Redis returns",
+        || async { runtime_status(&app, &ws, &rt).await == "online" },
+    )
+    .await;
+    let beats = beats.stop().await;
+    let slow: Vec<u128> = beats
+        .iter()
+        .filter(|b| b.took > TICK)
+        .map(|b| b.took.as_millis())
+        .collect();
+    eprintln!(
+        "stale {stale:?}: Redis down for {down_for:?}; {} heartbeats, {} slower than {TICK:?} (ms): {slow:?}",
+        beats.len(),
+        slow.len()
+    );
+    assert_all_online(&beats);
+    assert_eq!(
+        count_events(&app.pool, "runtime.offline", &rt).await,
+        0,
+        "the live runtime was taken offline"
+    );
+    app.stop().await.unwrap();
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A heartbeat racing the stale sweep
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn concurrent_heartbeat_racing_the_stale_sweep_is_never_lost() {
+    let tick = Duration::from_millis(100);
+    let stale = Duration::from_millis(600);
+    let app = TestApp::spawn_with(|s| {
+        s.sweep_interval = tick;
+        s.heartbeat_interval = tick;
+        s.heartbeat_flush_interval = tick;
+        s.stale_threshold = stale;
+    })
+    .await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "edgy").await;
+    let agent = app.agent(&ws, &rt, 1).await;
+    let mut revived = 0;
+    for cycle in 0..20 {
+        // Silent for about stale_threshold: the next heartbeat lands before, at or after the sweep.
+        let silent = Duration::from_millis(rand::random_range(450..=850));
+        tokio::time::sleep(silent).await;
+        let online_before = count_events(&app.pool, "runtime.online", &rt).await;
+        beat_online(&app, &ws, &[&rt]).await;
+        eventually(
+            Duration::from_secs(1),
+            &format!("cycle {cycle} (silent {silent:?}): online after the heartbeat"),
+            || async { runtime_status(&app, &ws, &rt).await == "online" },
+        )
+        .await;
+        if count_events(&app.pool, "runtime.online", &rt).await > online_before {
+            revived += 1;
+        }
+        // While heartbeats continue, it stays online: no flap.
+        let offline_before = count_events(&app.pool, "runtime.offline", &rt).await;
+        let start = Instant::now();
+        while start.elapsed() < stale * 2 {
+            tokio::time::sleep(tick).await;
+            beat_online(&app, &ws, &[&rt]).await;
+            assert_eq!(
+                runtime_status(&app, &ws, &rt).await,
+                "online",
+                "cycle {cycle} (silent {silent:?}): offline {:?} into steady heartbeats",
+                start.elapsed()
+            );
+        }
+        assert_eq!(
+            count_events(&app.pool, "runtime.offline", &rt).await,
+            offline_before,
+            "cycle {cycle} (silent {silent:?}): taken offline while heartbeating"
+        );
+        assert_ne!(agent_status(&app, &ws, &agent).await, "offline");
+    }
+    let online = count_events(&app.pool, "runtime.online", &rt).await;
+    let offline = count_events(&app.pool, "runtime.offline", &rt).await;
+    eprintln!(
+        "20 cycles: {revived} revived by the racing heartbeat; {offline} offline / {online} online events"
+    );
+    // Every offline was followed by the online of its reviving heartbeat.
+    assert_eq!(
+        online, offline,
+        "runtime.offline and runtime.online do not pair up"
+    );
+    app.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The in-process store
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn in_process_store_takes_silent_runtimes_offline_and_keeps_heartbeating_ones_online() {
+    let app = TestApp::spawn_with(|s| {
+        fast(s);
+        s.redis_url = None;
+    })
+    .await;
+    let r = readyz(&app).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(r.body["checks"].get("redis").is_none(), "{:?}", r.body);
+    let ws = app.workspace().await;
+    let live = app.runtime(&ws, "live").await;
+    let silent = app.runtime(&ws, "silent").await;
+    let silent_agent = app.agent(&ws, &silent, 1).await;
+    let beats = Heartbeater::start(&app, &ws, &[&live], TICK);
+
+    eventually(STALE * 4, "the silent runtime goes offline", || async {
+        runtime_status(&app, &ws, &silent).await == "offline"
+    })
+    .await;
+    assert_eq!(agent_status(&app, &ws, &silent_agent).await, "offline");
+    assert_eq!(count_events(&app.pool, "runtime.offline", &silent).await, 1);
+    holds_for(STALE * 3, "the heartbeating runtime is online", || async {
+        runtime_status(&app, &ws, &live).await == "online"
+    })
+    .await;
+
+    // A heartbeat brings the silent one back.
+    beat_online(&app, &ws, &[&silent]).await;
+    assert_eq!(runtime_status(&app, &ws, &silent).await, "online");
+    assert_eq!(count_events(&app.pool, "runtime.online", &silent).await, 1);
+    assert_eq!(agent_status(&app, &ws, &silent_agent).await, "idle");
+
+    assert_all_online(&beats.stop().await);
+    assert_eq!(count_events(&app.pool, "runtime.offline", &live).await, 0);
+    app.stop().await.unwrap();
+}
