@@ -966,7 +966,17 @@ async fn sweep_queries_use_active_row_indexes() {
     .execute(&app.pool)
     .await
     .unwrap();
-    sqlx::query("ANALYZE tasks, runtimes, agents")
+    // Event history, half of it past a one-day retention.
+    sqlx::query(
+        "INSERT INTO events (workspace_id, type, subject_id, payload, occurred_at)
+         SELECT $1, 'task.completed', gen_random_uuid(), '{}', now() - make_interval(secs => g * 2)
+         FROM generate_series(1, 100000) g",
+    )
+    .bind(ws_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE tasks, runtimes, agents, events")
         .execute(&app.pool)
         .await
         .unwrap();
@@ -1023,6 +1033,14 @@ async fn sweep_queries_use_active_row_indexes() {
                 .replace("$2", &secs(150)),
             &["runtimes_pkey", "runtimes_online_seen"],
             "runtimes",
+        ),
+        (
+            "delete_old_events",
+            include_str!("../queries/sweeps/delete_old_events.sql")
+                .replace("$1", &secs(86400))
+                .replace("$2", "5000"),
+            &["events_occurred_at"],
+            "events",
         ),
         (
             "active_of_runtimes (failing an offline runtime's tasks)",

@@ -1,9 +1,10 @@
--- Event retention: the oldest events first along the primary key (old rows sit at its start, so the
--- scan stops at the first young one), at most $2 per statement.
+-- Event retention: at most $2 events older than $1 seconds, oldest first (events_occurred_at: a range
+-- scan that stops after $2 rows, so the cost follows the rows deleted, not the log's size), deleted by
+-- primary key (ANY(ARRAY(...)) keeps the planner from hashing the whole table).
 DELETE FROM events
-WHERE id IN (
+WHERE id = ANY (ARRAY(
     SELECT id FROM events
     WHERE occurred_at < now() - make_interval(secs => $1)
-    ORDER BY id
+    ORDER BY occurred_at
     LIMIT $2
-)
+))
