@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use routes::{agents, daemon, events, ops, runtimes, tasks, workspaces, ws};
+use routes::{agents, daemon, events, ops, reports, runtimes, tasks, workspaces, ws};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -36,16 +36,16 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(tasks::create, tasks::list))
         .routes(routes!(tasks::get))
         .routes(routes!(tasks::cancel))
-        .routes(routes!(daemon::start))
-        .routes(routes!(daemon::progress))
-        .routes(routes!(daemon::complete))
-        .routes(routes!(daemon::fail))
+        .routes(routes!(reports::start))
+        .routes(routes!(reports::progress))
+        .routes(routes!(reports::complete))
+        .routes(routes!(reports::fail))
         .routes(routes!(events::list))
         .routes(routes!(ws::ws))
         .routes(routes!(daemon::register))
         .routes(routes!(daemon::heartbeat))
         .routes(routes!(daemon::claim))
-        .routes(routes!(daemon::report))
+        .routes(routes!(reports::report))
         .routes(routes!(daemon::deregister))
         .routes(routes!(daemon::definition))
         .routes(routes!(ops::healthz))

@@ -4,6 +4,7 @@ pub mod agents;
 pub mod daemon;
 pub mod events;
 pub mod ops;
+pub mod reports;
 pub mod runtimes;
 pub mod tasks;
 pub mod workspaces;
