@@ -332,13 +332,15 @@ pub async fn attempts(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<Vec
         .await
 }
 
-pub async fn attempt_outcome(
+/// Why a failed attempt failed (None: not failed, or not finished).
+pub async fn attempt_failure_reason(
     conn: &mut PgConnection,
     attempt: AttemptId,
 ) -> sqlx::Result<Option<String>> {
-    sqlx::query_file_scalar!("queries/tasks/attempt_outcome.sql", attempt.0)
+    let reason = sqlx::query_file_scalar!("queries/tasks/attempt_failure_reason.sql", attempt.0)
         .fetch_optional(conn)
-        .await
+        .await?;
+    Ok(reason.flatten())
 }
 
 /// Reads and locks a task of any workspace (sweepers).

@@ -111,8 +111,9 @@ pub struct TaskView {
     pub attempt_id: Option<AttemptId>,
     /// Whether the latest attempt reached `running`.
     pub started: bool,
-    /// Outcome recorded for the reported attempt if it has finished (`completed`, `failed`, `cancelled`).
-    pub reported_attempt_outcome: Option<TaskStatus>,
+    /// The latest attempt ended with a failure its daemon reported (`agent_error`), as opposed to one
+    /// the server imposed (runtime offline, timeouts): only the former can be "already applied".
+    pub failed_by_agent: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,13 +143,13 @@ pub fn decide(view: &TaskView, reported: AttemptId, action: ReportAction) -> Dec
         (S::Running, A::Start) => Decision::AlreadyApplied,
         (S::Completed, A::Complete) => Decision::AlreadyApplied,
         (S::Completed, A::Start) => Decision::AlreadyApplied,
+        // The server ended this attempt (runtime offline, timeout): the daemon no longer owns it.
+        (S::Failed, _) if !view.failed_by_agent => Decision::Superseded,
         (S::Failed, A::Fail) => Decision::AlreadyApplied,
         (S::Failed, A::Start) if view.started => Decision::AlreadyApplied,
-        // Failed and put back in the queue: only a repeat of that failure is "already applied";
-        // the attempt no longer owns the task.
-        (S::Queued, A::Fail) if view.reported_attempt_outcome == Some(S::Failed) => {
-            Decision::AlreadyApplied
-        }
+        // Failed and put back in the queue: only a repeat of the daemon's own failure is "already
+        // applied"; the attempt no longer owns the task.
+        (S::Queued, A::Fail) if view.failed_by_agent => Decision::AlreadyApplied,
         (S::Queued, _) => Decision::Superseded,
         // A cancelled attempt was revoked: the daemon must drop the work.
         (S::Cancelled, _) => Decision::Superseded,
@@ -165,7 +166,7 @@ mod tests {
             status,
             attempt_id: Some(attempt),
             started: matches!(status, TaskStatus::Running | TaskStatus::Completed),
-            reported_attempt_outcome: None,
+            failed_by_agent: status == TaskStatus::Failed,
         }
     }
 
@@ -217,7 +218,7 @@ mod tests {
             Decision::AlreadyApplied
         );
         let mut requeued = view(TaskStatus::Queued, a);
-        requeued.reported_attempt_outcome = Some(TaskStatus::Failed);
+        requeued.failed_by_agent = true;
         assert_eq!(
             decide(&requeued, a, ReportAction::Fail),
             Decision::AlreadyApplied
@@ -226,6 +227,26 @@ mod tests {
             decide(&requeued, a, ReportAction::Complete),
             Decision::Superseded
         );
+    }
+
+    #[test]
+    fn attempts_the_server_ended_are_superseded_even_for_a_repeat() {
+        let a = AttemptId::new();
+        let mut requeued = view(TaskStatus::Queued, a);
+        requeued.failed_by_agent = false;
+        assert_eq!(
+            decide(&requeued, a, ReportAction::Fail),
+            Decision::Superseded
+        );
+        let mut timed_out = view(TaskStatus::Failed, a);
+        timed_out.failed_by_agent = false;
+        for act in [
+            ReportAction::Start,
+            ReportAction::Fail,
+            ReportAction::Complete,
+        ] {
+            assert_eq!(decide(&timed_out, a, act), Decision::Superseded);
+        }
     }
 
     #[test]

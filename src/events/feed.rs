@@ -80,9 +80,12 @@ pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
                         hub.known(n.payload().parse::<i64>().unwrap_or(0));
                     }
                     Ok(None) => {
+                        // Reconnect explicitly, so that "listening" is set again only once LISTEN
+                        // has succeeded on the new connection.
                         hub.tokens.set_listening(false);
                         tracing::warn!("event listener connection lost; reconnecting and catching up");
                         hub.feed_nudge.notify_one();
+                        break;
                     }
                     Err(e) => {
                         hub.tokens.set_listening(false);

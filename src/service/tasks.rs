@@ -214,20 +214,23 @@ pub async fn apply_report(
         .await?
         .ok_or(ApiError::NotFound("task"))?;
     let status = parse_status(&task)?;
-    let reported_attempt_outcome =
-        if status == TaskStatus::Queued && task.attempt_id == Some(attempt) {
-            db::tasks::attempt_outcome(conn, attempt)
+    let failed_by_agent = match status {
+        TaskStatus::Failed => {
+            task.failure_reason.as_deref() == Some(FailureReason::AgentError.as_str())
+        }
+        TaskStatus::Queued if task.attempt_id == Some(attempt) => {
+            db::tasks::attempt_failure_reason(conn, attempt)
                 .await?
                 .as_deref()
-                .and_then(TaskStatus::parse)
-        } else {
-            None
-        };
+                == Some(FailureReason::AgentError.as_str())
+        }
+        _ => false,
+    };
     let view = TaskView {
         status,
         attempt_id: task.attempt_id,
         started: task.started_at.is_some(),
-        reported_attempt_outcome,
+        failed_by_agent,
     };
     match decide(&view, attempt, report.action()) {
         Decision::Superseded => return Err(ApiError::AttemptSuperseded(attempt.to_string())),

@@ -1,2 +1,0 @@
--- How a finished attempt ended (primary key lookup).
-SELECT outcome FROM task_attempts WHERE attempt_id = $1
