@@ -170,6 +170,12 @@ impl From<sqlx::Error> for ApiError {
                 Some("23514") | Some("23502") | Some("22001") | Some("22003") => {
                     return Self::Validation(format!("value rejected: {}", db.message()));
                 }
+                // untranslatable_character (\u0000 in jsonb), character_not_in_repertoire (NUL in text)
+                Some("22P05") | Some("22021") => {
+                    return Self::Validation(
+                        "text and JSON values may not contain NUL (\\u0000) characters".into(),
+                    );
+                }
                 _ => {}
             }
         }
