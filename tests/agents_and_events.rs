@@ -8,24 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::api::deregister;
+use common::problem::assert_problem;
 use common::{Resp, TestApp, Ws, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-fn assert_problem(r: &Resp, status: StatusCode, code: &str, what: &str) {
-    assert_eq!(r.status, status, "{what}: {:?}", r.body);
-    let ct = r
-        .headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    assert!(
-        ct.starts_with("application/problem+json"),
-        "{what}: content-type `{ct}`"
-    );
-    assert_eq!(r.code(), code, "{what}: {:?}", r.body);
-}
 
 fn id(v: &Value) -> String {
     v["id"]
@@ -54,7 +42,8 @@ async fn ws_count(app: &TestApp, table: &str, ws: &Ws) -> i64 {
 }
 
 /// Waits until every event of the workspace stored so far is listed by `GET /events` (events are
-/// served only once below the commit horizon), then returns them all.
+/// served only once below the commit horizon), then returns them all. (`sweepers` has its own,
+/// which pages through what is listed now without waiting.)
 async fn all_events(app: &TestApp, ws: &Ws) -> Vec<Value> {
     let want = ws_count(app, "events", ws).await;
     eventually(
@@ -68,18 +57,6 @@ async fn all_events(app: &TestApp, ws: &Ws) -> Vec<Value> {
     .await;
     let r = app.get("/api/v1/events?limit=500", &ws.member).await;
     r.body["items"].as_array().unwrap().clone()
-}
-
-async fn deregister(app: &TestApp, ws: &Ws, rt: &str) {
-    let r = app
-        .post(
-            "/api/v1/daemon/deregister",
-            &ws.daemon,
-            json!({ "runtime_ids": [rt] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["offline"], json!([rt]), "{:?}", r.body);
 }
 
 // ---------------------------------------------------------------------------------------------

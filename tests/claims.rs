@@ -11,17 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::api::deregister;
+use common::json::s;
 use common::{TestApp, Ws};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-fn s(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string, got {v}"))
-        .to_owned()
-}
 
 fn claimed(reply: &Value) -> &Vec<Value> {
     reply["tasks"]
@@ -337,14 +333,7 @@ async fn claim_for_an_offline_runtime_is_refused_with_runtime_offline() {
     let rt = app.runtime(&ws, "d").await;
     let agent = app.agent(&ws, &rt, 1).await;
     let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
-    let r = app
-        .post(
-            "/api/v1/daemon/deregister",
-            &ws.daemon,
-            json!({ "runtime_ids": [rt] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    deregister(&app, &ws, &rt).await;
 
     let r = claim_raw(
         &app,

@@ -9,6 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::api::{agent_status, deregister, heartbeat_ok, task};
+use common::db::count_events;
+use common::json::{s, ts};
 use common::{TestApp, Ws};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -16,18 +19,8 @@ use uuid::Uuid;
 
 const ACTIONS: [&str; 4] = ["start", "progress", "complete", "fail"];
 
-fn s(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string, got {v}"))
-        .to_owned()
-}
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    s(v).parse()
-        .unwrap_or_else(|e| panic!("bad timestamp {v}: {e}"))
-}
-
-/// The body of a report `action` for `attempt`.
+/// The body of a report `action` for `attempt`. (Not shared with `faults_late_daemon`, whose bodies
+/// carry a tag naming the sender: the tests assert the stored results, so the bodies must stay.)
 fn report_body(action: &str, attempt: &str) -> Value {
     match action {
         "start" => json!({ "attempt_id": attempt }),
@@ -38,31 +31,8 @@ fn report_body(action: &str, attempt: &str) -> Value {
     }
 }
 
-/// Events of one type about one subject.
-async fn events_of(app: &TestApp, subject: &str, kind: &str) -> i64 {
-    let subject: Uuid = subject.parse().unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM events WHERE subject_id = $1 AND type = $2")
-        .bind(subject)
-        .bind(kind)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
-/// `GET /tasks/{id}` (with its attempts).
-async fn task(app: &TestApp, ws: &Ws, id: &str) -> Value {
-    let r = app.get(&format!("/api/v1/tasks/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body
-}
-
-async fn agent_status(app: &TestApp, ws: &Ws, id: &str) -> String {
-    let r = app.get(&format!("/api/v1/agents/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    s(&r.body["status"])
-}
-
-/// Claims exactly one task (no waiting); returns (task_id, attempt_id).
+/// Claims exactly one task (no waiting); returns (task_id, attempt_id). (`faults_late_daemon` has
+/// its own: it long-polls, takes the first task and returns the attempt number too.)
 async fn claim_one(app: &TestApp, ws: &Ws, rt: &str) -> (String, String) {
     let c = app.claim(ws, rt, 1, 0).await;
     let tasks = c["tasks"].as_array().unwrap();
@@ -84,18 +54,6 @@ async fn setup(app: &TestApp, max_concurrent: i64) -> (Ws, String, String) {
     let rt = app.runtime(&ws, "laptop-1").await;
     let agent = app.agent(&ws, &rt, max_concurrent).await;
     (ws, rt, agent)
-}
-
-async fn heartbeat(app: &TestApp, ws: &Ws, ids: &[&str]) -> Value {
-    let r = app
-        .post(
-            "/api/v1/daemon/heartbeat",
-            &ws.daemon,
-            json!({ "runtime_ids": ids }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body
 }
 
 fn status_in_heartbeat(reply: &Value, id: &str) -> String {
@@ -140,7 +98,7 @@ async fn register_is_idempotent_on_workspace_daemon_id_and_provider() {
         second.body
     );
     assert_eq!(
-        events_of(&app, &id, "runtime.registered").await,
+        count_events(&app.pool, "runtime.registered", &id).await,
         1,
         "re-registration is not a new registration"
     );
@@ -208,14 +166,7 @@ async fn register_with_another_provider_or_workspace_is_another_runtime() {
 async fn reregistering_an_offline_runtime_brings_it_back_online_with_its_agents() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 1).await;
-    let r = app
-        .post(
-            "/api/v1/daemon/deregister",
-            &ws.daemon,
-            json!({ "runtime_ids": [rt] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    deregister(&app, &ws, &rt).await;
     assert_eq!(agent_status(&app, &ws, &agent).await, "offline");
 
     let r = app
@@ -231,7 +182,7 @@ async fn reregistering_an_offline_runtime_brings_it_back_online_with_its_agents(
     let got = app.get(&format!("/api/v1/runtimes/{rt}"), &ws.member).await;
     assert_eq!(got.body["status"], "online");
     assert_eq!(
-        events_of(&app, &rt, "runtime.online").await,
+        count_events(&app.pool, "runtime.online", &rt).await,
         1,
         "coming back is a runtime.online event"
     );
@@ -271,7 +222,7 @@ async fn heartbeat_answers_online_for_known_runtimes_and_unknown_for_others() {
     let foreign = app.runtime(&ws2, "d-a").await;
     let unknown = Uuid::new_v4().to_string();
 
-    let reply = heartbeat(&app, &ws, &[&a, &b, &unknown, &foreign]).await;
+    let reply = heartbeat_ok(&app, &ws, &[&a, &b, &unknown, &foreign]).await;
     assert_eq!(reply["runtimes"].as_array().unwrap().len(), 4, "{reply}");
     assert_eq!(status_in_heartbeat(&reply, &a), "online");
     assert_eq!(status_in_heartbeat(&reply, &b), "online");
@@ -284,7 +235,7 @@ async fn heartbeat_answers_online_for_known_runtimes_and_unknown_for_others() {
     assert_eq!(reply["cancel"], json!([]));
 
     // An unknown id stays unknown on the next beat too (nothing was created for it).
-    let again = heartbeat(&app, &ws, &[&unknown]).await;
+    let again = heartbeat_ok(&app, &ws, &[&unknown]).await;
     assert_eq!(status_in_heartbeat(&again, &unknown), "unknown");
     assert_eq!(app.count("runtimes").await, 3);
     app.stop().await.unwrap();
@@ -295,20 +246,13 @@ async fn heartbeat_from_an_offline_runtime_brings_it_back_online() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 1).await;
 
-    let r = app
-        .post(
-            "/api/v1/daemon/deregister",
-            &ws.daemon,
-            json!({ "runtime_ids": [rt] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    deregister(&app, &ws, &rt).await;
     let r = app.get(&format!("/api/v1/runtimes/{rt}"), &ws.member).await;
     assert_eq!(r.body["status"], "offline");
     assert_eq!(agent_status(&app, &ws, &agent).await, "offline");
-    assert_eq!(events_of(&app, &rt, "runtime.online").await, 0);
+    assert_eq!(count_events(&app.pool, "runtime.online", &rt).await, 0);
 
-    let reply = heartbeat(&app, &ws, &[&rt]).await;
+    let reply = heartbeat_ok(&app, &ws, &[&rt]).await;
     assert_eq!(status_in_heartbeat(&reply, &rt), "online");
 
     let r = app.get(&format!("/api/v1/runtimes/{rt}"), &ws.member).await;
@@ -319,7 +263,7 @@ async fn heartbeat_from_an_offline_runtime_brings_it_back_online() {
         r.body
     );
     assert_eq!(
-        events_of(&app, &rt, "runtime.online").await,
+        count_events(&app.pool, "runtime.online", &rt).await,
         1,
         "one runtime.online event"
     );
@@ -330,8 +274,8 @@ async fn heartbeat_from_an_offline_runtime_brings_it_back_online() {
     );
 
     // A second beat changes nothing more.
-    heartbeat(&app, &ws, &[&rt]).await;
-    assert_eq!(events_of(&app, &rt, "runtime.online").await, 1);
+    heartbeat_ok(&app, &ws, &[&rt]).await;
+    assert_eq!(count_events(&app.pool, "runtime.online", &rt).await, 1);
 
     // And it can take work again.
     app.enqueue(&ws, &agent, json!({})).await;
@@ -472,7 +416,7 @@ async fn repeated_start_answers_200_with_the_current_state_and_no_second_event()
         again["started_at"], first["started_at"],
         "the repeat changes nothing"
     );
-    assert_eq!(events_of(&app, &id, "task.running").await, 1);
+    assert_eq!(count_events(&app.pool, "task.running", &id).await, 1);
     app.stop().await.unwrap();
 }
 
@@ -499,7 +443,7 @@ async fn repeated_complete_answers_200_with_the_current_state_and_no_second_even
     assert_eq!(r.body["status"], "completed");
     assert_eq!(r.body["result"], json!({ "ok": true }));
     assert_eq!(r.body["finished_at"], first["finished_at"]);
-    assert_eq!(events_of(&app, &id, "task.completed").await, 1);
+    assert_eq!(count_events(&app.pool, "task.completed", &id).await, 1);
     assert_eq!(app.count("task_attempts").await, 1);
     app.stop().await.unwrap();
 }
@@ -517,7 +461,7 @@ async fn repeated_fail_answers_200_with_the_current_state_and_no_second_event() 
     let again = ok_report(&app, &ws, &id, "fail", &attempt).await;
     assert_eq!(again["status"], "failed");
     assert_eq!(again["finished_at"], first["finished_at"]);
-    assert_eq!(events_of(&app, &id, "task.failed").await, 1);
+    assert_eq!(count_events(&app.pool, "task.failed", &id).await, 1);
     assert_eq!(app.count("task_attempts").await, 1);
     app.stop().await.unwrap();
 }
@@ -542,7 +486,7 @@ async fn late_attempt_report_is_refused_after_retry() {
     // The same fail repeated while queued is the lost-response retry: 200, nothing new.
     let again = ok_report(&app, &ws, &id, "fail", &a1).await;
     assert_eq!(again["status"], "queued");
-    assert_eq!(events_of(&app, &id, "task.requeued").await, 1);
+    assert_eq!(count_events(&app.pool, "task.requeued", &id).await, 1);
 
     // Attempt 2, once the backoff has passed (awaited by the long poll).
     let c = app.claim(&ws, &rt, 1, 5000).await;
@@ -680,8 +624,8 @@ async fn non_retryable_failure_fails_at_once_with_agent_error() {
     assert_eq!(r.body["failure_reason"], "agent_error");
     assert_eq!(r.body["error"], "bad input");
     assert!(!r.body["finished_at"].is_null());
-    assert_eq!(events_of(&app, &id, "task.failed").await, 1);
-    assert_eq!(events_of(&app, &id, "task.requeued").await, 0);
+    assert_eq!(count_events(&app.pool, "task.failed", &id).await, 1);
+    assert_eq!(count_events(&app.pool, "task.requeued", &id).await, 0);
     assert_eq!(app.claim(&ws, &rt, 1, 0).await["tasks"], json!([]));
     app.stop().await.unwrap();
 }
@@ -797,7 +741,7 @@ async fn cancel_of_a_queued_task_is_final_and_it_is_never_claimed() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["status"], "cancelled");
     assert_eq!(r.body["failure_reason"], "cancelled");
-    assert_eq!(events_of(&app, &id, "task.cancelled").await, 1);
+    assert_eq!(count_events(&app.pool, "task.cancelled", &id).await, 1);
 
     let c = app.claim(&ws, &rt, 1, 300).await;
     assert_eq!(
@@ -814,7 +758,7 @@ async fn cancel_of_a_queued_task_is_final_and_it_is_never_claimed() {
     assert_eq!(full["status"], "cancelled");
     assert_eq!(full["attempt"], 0);
     assert_eq!(full["attempts"], json!([]));
-    assert_eq!(events_of(&app, &id, "task.dispatched").await, 0);
+    assert_eq!(count_events(&app.pool, "task.dispatched", &id).await, 0);
     app.stop().await.unwrap();
 }
 
@@ -846,7 +790,7 @@ async fn cancel_of_a_running_task_is_final_at_once_and_the_daemon_learns_it_in_i
         "the cancelled task freed its agent"
     );
 
-    let hb = heartbeat(&app, &ws, &[&rt]).await;
+    let hb = heartbeat_ok(&app, &ws, &[&rt]).await;
     assert_eq!(
         hb["cancel"],
         json!([{ "task_id": id, "attempt_id": attempt }]),
@@ -868,7 +812,7 @@ async fn cancel_of_a_running_task_is_final_at_once_and_the_daemon_learns_it_in_i
     assert_eq!(full["status"], "cancelled");
     assert_eq!(full["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(full["attempts"][0]["outcome"], "cancelled");
-    assert_eq!(events_of(&app, &id, "task.cancelled").await, 1);
+    assert_eq!(count_events(&app.pool, "task.cancelled", &id).await, 1);
     assert_eq!(
         app.claim(&ws, &rt, 1, 0).await["tasks"],
         json!([]),
@@ -922,7 +866,7 @@ async fn cancelling_a_completed_task_is_an_invalid_transition() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
     assert_eq!(r.code(), "invalid_transition");
     assert_eq!(task(&app, &ws, &id).await, before);
-    assert_eq!(events_of(&app, &id, "task.cancelled").await, 0);
+    assert_eq!(count_events(&app.pool, "task.cancelled", &id).await, 0);
     app.stop().await.unwrap();
 }
 
@@ -943,7 +887,7 @@ async fn cancelling_twice_answers_200_with_one_event() {
     assert_eq!(second.status, StatusCode::OK, "{:?}", second.body);
     assert_eq!(second.body["status"], "cancelled");
     assert_eq!(second.body["finished_at"], first.body["finished_at"]);
-    assert_eq!(events_of(&app, &id, "task.cancelled").await, 1);
+    assert_eq!(count_events(&app.pool, "task.cancelled", &id).await, 1);
     assert_eq!(app.count("task_attempts").await, 1);
     app.stop().await.unwrap();
 }
@@ -1019,13 +963,13 @@ async fn report_batch_answers_one_result_per_update_in_order_with_the_single_cal
     assert_eq!(ta["result"], json!({ "n": 1 }));
     assert_eq!(task(&app, &ws, b).await["status"], "running");
     assert_eq!(task(&app, &ws, d).await["status"], "dispatched");
-    assert_eq!(events_of(&app, a, "task.completed").await, 1);
+    assert_eq!(count_events(&app.pool, "task.completed", a).await, 1);
     assert_eq!(
-        events_of(&app, b, "task.running").await,
+        count_events(&app.pool, "task.running", b).await,
         1,
         "the repeated start wrote no second event"
     );
-    assert_eq!(events_of(&app, d, "task.running").await, 0);
+    assert_eq!(count_events(&app.pool, "task.running", d).await, 0);
     app.stop().await.unwrap();
 }
 
@@ -1092,18 +1036,11 @@ async fn deregister_takes_the_runtime_offline_and_fails_or_requeues_its_active_t
     let queued = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
     assert_eq!(agent_status(&app, &ws, &agent).await, "working");
 
-    let r = app
-        .post(
-            "/api/v1/daemon/deregister",
-            &ws.daemon,
-            json!({ "runtime_ids": [rt] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    deregister(&app, &ws, &rt).await;
 
     let r = app.get(&format!("/api/v1/runtimes/{rt}"), &ws.member).await;
     assert_eq!(r.body["status"], "offline", "offline at once: {:?}", r.body);
-    assert_eq!(events_of(&app, &rt, "runtime.offline").await, 1);
+    assert_eq!(count_events(&app.pool, "runtime.offline", &rt).await, 1);
 
     for id in [&running, &dispatched] {
         let t = task(&app, &ws, id).await;
@@ -1152,7 +1089,7 @@ async fn deregister_takes_the_runtime_offline_and_fails_or_requeues_its_active_t
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(events_of(&app, &rt, "runtime.offline").await, 1);
+    assert_eq!(count_events(&app.pool, "runtime.offline", &rt).await, 1);
     app.stop().await.unwrap();
 }
 

@@ -4,47 +4,14 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::api::{deregister, readyz};
+use common::db::{TABLES, counts};
+use common::problem::{assert_problem, assert_problem_shape};
+use common::settings::quiet;
 use common::{Resp, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-/// A server whose heartbeat flusher does not run during the test, so that the database dump taken
-/// before and after a refused request can only differ if the request wrote something.
-fn quiet(s: &mut paddock::Settings) {
-    s.heartbeat_flush_interval = Duration::from_secs(600);
-    s.stale_threshold = Duration::from_secs(3600);
-}
-
-/// Checks the problem+json shape: content type, the five members with the right types, and the code.
-fn assert_problem(r: &Resp, status: StatusCode, code: &str, what: &str) {
-    assert_eq!(r.status, status, "{what}: {:?}", r.body);
-    let ct = r
-        .headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    assert!(
-        ct.starts_with("application/problem+json"),
-        "{what}: content-type `{ct}`, body {:?}",
-        r.body
-    );
-    let b = &r.body;
-    for field in ["type", "title", "detail", "code"] {
-        assert!(
-            b[field].as_str().is_some_and(|s| !s.is_empty()),
-            "{what}: `{field}` missing or not a non-empty string in {b:?}"
-        );
-    }
-    assert_eq!(
-        b["status"].as_u64(),
-        Some(u64::from(status.as_u16())),
-        "{what}: {b:?}"
-    );
-    assert_eq!(r.code(), code, "{what}: {b:?}");
-}
 
 /// A request with full control of the body bytes and the Content-Type header.
 async fn raw(
@@ -65,38 +32,7 @@ async fn raw(
     if let Some(b) = body {
         req = req.body(b);
     }
-    let res = req.send().await.expect("request");
-    let status = res.status();
-    let headers = res.headers().clone();
-    let text = res.text().await.unwrap_or_default();
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
-const TABLES: [&str; 7] = [
-    "workspaces",
-    "tokens",
-    "runtimes",
-    "agents",
-    "tasks",
-    "task_attempts",
-    "events",
-];
-
-async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
-    let mut out = Vec::new();
-    for t in TABLES {
-        out.push((t, app.count(t).await));
-    }
-    out
+    Resp::read(req.send().await.expect("request")).await
 }
 
 /// Every row of every table, so that an update (not only an insert) would show.
@@ -283,14 +219,7 @@ async fn every_error_body_is_problem_json_with_type_title_status_detail_code() {
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let r = app.post("/api/v1/workspaces", &app.admin_token, body).await;
     assert_problem(&r, StatusCode::CONFLICT, "conflict", "duplicate slug");
-    let r = app
-        .post(
-            "/api/v1/daemon/deregister",
-            &w.ws.daemon,
-            json!({ "runtime_ids": [w.rt] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    deregister(&app, &w.ws, &w.rt).await;
     let r = app
         .post(
             "/api/v1/tasks",
@@ -1192,31 +1121,11 @@ async fn wrong_method_is_405_problem_json() {
         let r = app
             .request(method.clone(), &path, Some(&w.ws.member), None)
             .await;
-        let what = format!("{method} {path}");
-        assert_eq!(
-            r.status,
+        assert_problem_shape(
+            &r,
             StatusCode::METHOD_NOT_ALLOWED,
-            "{what}: {:?}",
-            r.body
+            &format!("{method} {path}"),
         );
-        let ct = r
-            .headers
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        assert!(
-            ct.starts_with("application/problem+json"),
-            "{what}: content-type `{ct}`, body {:?}",
-            r.body
-        );
-        assert_eq!(r.body["status"], 405, "{what}: {:?}", r.body);
-        for field in ["type", "title", "detail", "code"] {
-            assert!(
-                r.body[field].is_string(),
-                "{what}: no `{field}` in {:?}",
-                r.body
-            );
-        }
     }
 }
 
@@ -1230,7 +1139,7 @@ async fn healthz_is_200_without_a_token() {
 #[tokio::test]
 async fn readyz_is_200_with_postgres_and_redis_up() {
     let app = TestApp::spawn_with(quiet).await;
-    let r = app.request(Method::GET, "/readyz", None, None).await;
+    let r = readyz(&app).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["checks"]["postgres"], "up", "{:?}", r.body);
     assert_eq!(r.body["checks"]["redis"], "up", "{:?}", r.body);

@@ -12,52 +12,32 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Resp, TestApp, Ws, eventually};
+use common::api::{agent_status, deregister, heartbeat, runtime_status, task};
+use common::json::s;
+use common::problem::assert_problem;
+use common::settings::TICK;
+use common::{TestApp, Ws, eventually};
 use paddock::Settings;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const TICK: Duration = Duration::from_millis(200);
+/// Shorter than `common::settings::STALE` (1.5 s), so that a silent daemon loses its task sooner.
 const STALE: Duration = Duration::from_millis(1000);
 
-/// Sweeps every 200 ms, runtimes stale after 1 s (> 3 × 200 ms: a valid configuration), first
-/// retry after 50 ms.
+/// `common::settings::fast` (sweeps every 200 ms), but runtimes stale after 1 s (> 3 × 200 ms: a
+/// valid configuration) and the first retry after 50 ms.
 fn fast(s: &mut Settings) {
-    s.sweep_interval = TICK;
-    s.heartbeat_interval = TICK;
-    s.heartbeat_flush_interval = TICK;
+    common::settings::fast(s);
     s.stale_threshold = STALE;
     s.retry_backoff_base = Duration::from_millis(50);
     s.retry_backoff_max = Duration::from_millis(200);
 }
 
-fn s(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string, got {v}"))
-        .to_owned()
-}
-
-async fn task(app: &TestApp, ws: &Ws, id: &str) -> Value {
-    let r = app.get(&format!("/api/v1/tasks/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body
-}
-
-async fn agent_status(app: &TestApp, ws: &Ws, id: &str) -> String {
-    let r = app.get(&format!("/api/v1/agents/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    s(&r.body["status"])
-}
-
-async fn runtime_status(app: &TestApp, ws: &Ws, id: &str) -> String {
-    let r = app.get(&format!("/api/v1/runtimes/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    s(&r.body["status"])
-}
-
 /// Event types about one subject, in id order, straight from the table (no delivery horizon).
+/// (The whole sequence, not `common::db::count_events`: a refused report must write no event at
+/// all.)
 async fn events_of(app: &TestApp, subject: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT type FROM events WHERE subject_id = $1 ORDER BY id")
         .bind(subject.parse::<Uuid>().unwrap())
@@ -77,6 +57,8 @@ fn snapshot(t: &Value) -> Value {
     })
 }
 
+/// The body of a report `action` for `attempt`, tagged with who sent it (so that a kept result
+/// shows which attempt wrote it). Not shared with `daemon_protocol`'s untagged bodies.
 fn report_body(action: &str, attempt: &str, tag: &str) -> Value {
     match action {
         "start" => json!({ "attempt_id": attempt }),
@@ -125,7 +107,12 @@ async fn late_reports_are_refused(app: &TestApp, ws: &Ws, id: &str, attempt: &st
             "late {action} of attempt {attempt}: {:?}",
             r.body
         );
-        assert_problem(&r);
+        assert_problem(
+            &r,
+            StatusCode::CONFLICT,
+            "attempt_superseded",
+            &format!("late {action} of attempt {attempt}"),
+        );
         refused += 1;
     }
     let updates: Vec<Value> = ["start", "progress", "complete", "fail"]
@@ -163,25 +150,6 @@ async fn late_reports_are_refused(app: &TestApp, ws: &Ws, id: &str, attempt: &st
         "a refused late report wrote events"
     );
     refused
-}
-
-fn assert_problem(r: &Resp) {
-    let ct = r
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    assert!(
-        ct.starts_with("application/problem+json"),
-        "content-type {ct}"
-    );
-    for field in ["type", "title", "status", "detail", "code"] {
-        assert!(
-            !r.body[field].is_null(),
-            "problem without {field}: {:?}",
-            r.body
-        );
-    }
 }
 
 /// A daemon heartbeating one runtime every 200 ms in a spawned task, until stopped.
@@ -228,15 +196,6 @@ impl Heartbeater {
         assert!(bad.is_empty(), "failed heartbeats: {bad:?}");
         ok
     }
-}
-
-async fn heartbeat(app: &TestApp, ws: &Ws, rt: &str) -> Resp {
-    app.post(
-        "/api/v1/daemon/heartbeat",
-        &ws.daemon,
-        json!({ "runtime_ids": [rt] }),
-    )
-    .await
 }
 
 /// Claims one task for `rt`, long-polling up to 5 s; returns (task id, attempt id, attempt).
@@ -440,7 +399,7 @@ async fn daemon_that_disappears_mid_task_and_returns_after_reassignment_is_refus
     );
 
     // R1 comes back: its heartbeat revives it, and it claims the task as attempt 2.
-    let r = heartbeat(&app, &ws, &rt).await;
+    let r = heartbeat(&app, &ws, &[&rt]).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["runtimes"][0]["status"], "online", "{:?}", r.body);
     assert_eq!(
@@ -544,15 +503,7 @@ async fn deregistered_daemons_late_reports_are_refused() {
     report_ok(&app, &ws, &retried, "start", &a1, "attempt 1").await;
     report_ok(&app, &ws, &single, "start", &b1, "attempt 1").await;
 
-    let r = app
-        .post(
-            "/api/v1/daemon/deregister",
-            &ws.daemon,
-            json!({ "runtime_ids": [rt] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["offline"], json!([rt]), "{:?}", r.body);
+    deregister(&app, &ws, &rt).await;
     assert_eq!(runtime_status(&app, &ws, &rt).await, "offline");
     let t = task(&app, &ws, &retried).await;
     assert_eq!(t["status"], "queued", "{t}");

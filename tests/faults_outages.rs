@@ -18,7 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::{Resp, TestApp, Ws, eventually};
+use common::api::{await_readyz_redis_down, readyz};
+use common::json::s;
+use common::wait::holds_for_every;
+use common::{TestApp, Ws, eventually};
 use paddock::embedded::{PgOptions, PrivatePostgres, PrivateRedis, RedisOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -28,19 +31,8 @@ use uuid::Uuid;
 /// One outage at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn s(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string, got {v}"))
-        .to_owned()
-}
-
 fn scratch(tag: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("paddock-faults-{tag}-{}", Uuid::new_v4().simple()))
-}
-
-async fn readyz(app: &TestApp) -> Resp {
-    app.request(reqwest::Method::GET, "/readyz", None, None)
-        .await
 }
 
 /// Sum of every sample of a counter in `/metrics` (all label sets).
@@ -159,26 +151,6 @@ impl Heartbeaters {
     }
 }
 
-/// Asserts `check` on every poll (every 100 ms) for `dur`.
-async fn holds_for<F, Fut>(dur: Duration, what: &str, mut check: F) -> usize
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    let mut polls = 0;
-    while start.elapsed() < dur {
-        assert!(
-            check().await,
-            "{what} stopped holding after {:?}",
-            start.elapsed()
-        );
-        polls += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    polls
-}
-
 async fn offline_runtimes(app: &TestApp, ws: &Ws) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM runtimes WHERE workspace_id = $1 AND status <> 'online'",
@@ -257,17 +229,7 @@ async fn redis_outage_longer_than_stale_threshold_marks_no_live_runtime_offline(
 
     redis.stop().await.expect("stop Redis");
     let down_at = Instant::now();
-    eventually(
-        Duration::from_secs(5),
-        "readyz reports Redis down",
-        || async {
-            let r = readyz(&app).await;
-            r.status == StatusCode::SERVICE_UNAVAILABLE
-                && r.body["checks"]["redis"] == "down"
-                && r.body["checks"]["postgres"] == "up"
-        },
-    )
-    .await;
+    await_readyz_redis_down(&app).await;
     let readyz_503_after = down_at.elapsed();
     // Postgres-only paths keep working during the outage: enqueue, claim, report.
     app.enqueue(
@@ -278,8 +240,9 @@ async fn redis_outage_longer_than_stale_threshold_marks_no_live_runtime_offline(
     .await;
     run_one(&app, &ws, &runtimes[0], json!({ "ok": true })).await;
     let outage = stale * 2 + Duration::from_millis(500);
-    let polls = holds_for(
+    let polls = holds_for_every(
         outage.saturating_sub(down_at.elapsed()),
+        Duration::from_millis(100),
         "every runtime online while Redis is down",
         || async { offline_runtimes(&app, &ws).await == 0 },
     )
@@ -300,8 +263,9 @@ async fn redis_outage_longer_than_stale_threshold_marks_no_live_runtime_offline(
     .await;
     let ready_after = up_at.elapsed();
     // Heartbeats go back to the store; still nobody goes offline.
-    holds_for(
+    holds_for_every(
         stale,
+        Duration::from_millis(100),
         "every runtime online after Redis returns",
         || async { offline_runtimes(&app, &ws).await == 0 },
     )
@@ -603,12 +567,7 @@ async fn postgres_restart_is_survived_without_a_server_restart() {
     eventually(
         Duration::from_secs(30),
         "replica B ready after PostgreSQL returns",
-        || async {
-            b.request(reqwest::Method::GET, "/readyz", None, None)
-                .await
-                .status
-                == StatusCode::OK
-        },
+        || async { readyz(&b).await.status == StatusCode::OK },
     )
     .await;
 

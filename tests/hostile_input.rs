@@ -4,29 +4,12 @@
 
 mod common;
 
+use common::db::counts;
 use common::{TestApp, Ws};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const TABLES: [&str; 7] = [
-    "workspaces",
-    "tokens",
-    "runtimes",
-    "agents",
-    "tasks",
-    "task_attempts",
-    "events",
-];
-
-async fn counts(app: &TestApp) -> Vec<i64> {
-    let mut out = Vec::new();
-    for t in TABLES {
-        out.push(app.count(t).await);
-    }
-    out
-}
 
 /// Sends `body` (raw bytes) and checks the invariants; returns the status.
 async fn send(

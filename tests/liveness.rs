@@ -11,52 +11,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::api::{agent_status, await_readyz_redis_down, heartbeat, readyz, runtime_status};
+use common::db::count_events;
+use common::heartbeater::{Heartbeater, assert_all_online};
+use common::settings::{STALE, TICK, fast};
+use common::wait::{eventually_some, holds_for};
 use common::{TestApp, Ws, eventually};
-use paddock::Settings;
 use paddock::embedded::{PrivateRedis, RedisOptions};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-const TICK: Duration = Duration::from_millis(200);
-const STALE: Duration = Duration::from_millis(1500);
-
-/// Fast sweeps: 200 ms intervals, runtimes stale after 1.5 s (> 3 × 200 ms, so the config is valid).
-fn fast(s: &mut Settings) {
-    s.sweep_interval = TICK;
-    s.heartbeat_interval = TICK;
-    s.heartbeat_flush_interval = TICK;
-    s.stale_threshold = STALE;
-}
-
-fn s(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string, got {v}"))
-        .to_owned()
-}
-
-async fn runtime_status(app: &TestApp, ws: &Ws, id: &str) -> String {
-    let r = app.get(&format!("/api/v1/runtimes/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    s(&r.body["status"])
-}
-
-async fn agent_status(app: &TestApp, ws: &Ws, id: &str) -> String {
-    let r = app.get(&format!("/api/v1/agents/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    s(&r.body["status"])
-}
-
-async fn heartbeat(app: &TestApp, ws: &Ws, ids: &[&str]) -> common::Resp {
-    app.post(
-        "/api/v1/daemon/heartbeat",
-        &ws.daemon,
-        json!({ "runtime_ids": ids }),
-    )
-    .await
-}
 
 /// A heartbeat that must answer 200 with every runtime online.
 async fn beat_online(app: &TestApp, ws: &Ws, ids: &[&str]) {
@@ -75,167 +39,6 @@ async fn last_seen(pool: &PgPool, id: &str) -> DateTime<Utc> {
         .fetch_one(pool)
         .await
         .unwrap()
-}
-
-/// Rows of the event log of one type about one subject (read directly: no delivery horizon).
-async fn count_events(pool: &PgPool, kind: &str, subject: &str) -> i64 {
-    let subject: Uuid = subject.parse().unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM events WHERE type = $1 AND subject_id = $2")
-        .bind(kind)
-        .bind(subject)
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
-async fn readyz(app: &TestApp) -> common::Resp {
-    app.request(reqwest::Method::GET, "/readyz", None, None)
-        .await
-}
-
-/// Awaits `f` returning `Some`, and returns what it returned.
-async fn eventually_some<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let slot = std::sync::Mutex::new(None);
-    eventually(within, what, || {
-        let fut = f();
-        let slot = &slot;
-        async move {
-            let v = fut.await;
-            let found = v.is_some();
-            *slot.lock().unwrap() = v;
-            found
-        }
-    })
-    .await;
-    slot.into_inner().unwrap().unwrap()
-}
-
-/// Checks `check` every 50 ms for `dur`; panics the first time it does not hold.
-async fn holds_for<F, Fut>(dur: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < dur {
-        assert!(
-            check().await,
-            "{what} stopped holding after {:?}",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A daemon heartbeating some runtimes every `every` in a spawned task (load, not synchronisation).
-/// `stop` returns every reply (HTTP status, statuses of the runtimes, latency).
-struct Heartbeater {
-    stop: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<Vec<Beat>>>,
-}
-
-#[derive(Debug)]
-struct Beat {
-    code: u16,
-    statuses: Vec<String>,
-    took: Duration,
-}
-
-impl Heartbeater {
-    /// Reply-driven: the next heartbeat goes `every` after the previous reply.
-    fn start(app: &TestApp, ws: &Ws, ids: &[&str], every: Duration) -> Self {
-        Self::spawn(app, ws, ids, every, false)
-    }
-
-    /// Timer-driven: a heartbeat every `every` whether or not the previous one has answered.
-    fn on_timer(app: &TestApp, ws: &Ws, ids: &[&str], every: Duration) -> Self {
-        Self::spawn(app, ws, ids, every, true)
-    }
-
-    fn spawn(app: &TestApp, ws: &Ws, ids: &[&str], every: Duration, on_timer: bool) -> Self {
-        let stop = CancellationToken::new();
-        let (http, url, token) = (
-            app.http.clone(),
-            format!("{}/api/v1/daemon/heartbeat", app.base),
-            ws.daemon.clone(),
-        );
-        let body = json!({ "runtime_ids": ids });
-        let one = move || {
-            let (http, url, token, body) = (http.clone(), url.clone(), token.clone(), body.clone());
-            async move {
-                let t0 = Instant::now();
-                let res = http.post(&url).bearer_auth(&token).json(&body).send().await;
-                let (code, statuses) = match res {
-                    Ok(r) => {
-                        let code = r.status().as_u16();
-                        let v: Value = r.json().await.unwrap_or(Value::Null);
-                        let statuses = v["runtimes"]
-                            .as_array()
-                            .map(|a| a.iter().map(|x| s(&x["status"])).collect())
-                            .unwrap_or_else(|| vec![v.to_string()]);
-                        (code, statuses)
-                    }
-                    Err(e) => (0, vec![e.to_string()]),
-                };
-                Beat {
-                    code,
-                    statuses,
-                    took: t0.elapsed(),
-                }
-            }
-        };
-        let cancelled = stop.clone();
-        let handle = tokio::spawn(async move {
-            let mut beats = Vec::new();
-            let mut in_flight = Vec::new();
-            loop {
-                if on_timer {
-                    in_flight.push(tokio::spawn(one()));
-                } else {
-                    beats.push(one().await);
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = cancelled.cancelled() => break,
-                }
-            }
-            for h in in_flight {
-                beats.push(h.await.expect("heartbeat"));
-            }
-            beats
-        });
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    async fn stop(mut self) -> Vec<Beat> {
-        self.stop.cancel();
-        let handle = self.handle.take().expect("running");
-        handle.await.expect("heartbeat loop")
-    }
-}
-
-impl Drop for Heartbeater {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn assert_all_online(beats: &[Beat]) {
-    assert!(!beats.is_empty(), "no heartbeat was sent");
-    for (i, b) in beats.iter().enumerate() {
-        assert!(
-            b.code == 200 && b.statuses.iter().all(|x| x == "online"),
-            "heartbeat {i} of {}: {b:?}",
-            beats.len()
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,17 +173,7 @@ async fn redis_outage_scenario(stale: Duration) {
 
     redis.stop().await.expect("stop Redis");
     let outage = Instant::now();
-    eventually(
-        Duration::from_secs(5),
-        "readyz reports Redis down",
-        || async {
-            let r = readyz(&app).await;
-            r.status == StatusCode::SERVICE_UNAVAILABLE
-                && r.body["checks"]["redis"] == "down"
-                && r.body["checks"]["postgres"] == "up"
-        },
-    )
-    .await;
+    await_readyz_redis_down(&app).await;
     // A runtime that registers and then stays silent during the outage still goes offline: with
     // the store down, the stale sweep trusts the database.
     let silent = app.runtime(&ws, "silent-in-outage").await;

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::TestApp;
+use common::api::heartbeat;
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Connection;
@@ -24,12 +25,7 @@ async fn metrics_scrape_is_valid_prometheus_text_labelled_by_route_template() {
             .status,
         StatusCode::OK
     );
-    app.post(
-        "/api/v1/daemon/heartbeat",
-        &ws.daemon,
-        json!({ "runtime_ids": [rt] }),
-    )
-    .await;
+    heartbeat(&app, &ws, &[&rt]).await;
 
     let res = app
         .http

@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestApp;
+use common::api::heartbeat_ok;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -46,12 +47,5 @@ async fn over_the_limit_answers_429_with_retry_after_and_writes_nothing() {
     );
 
     // Another token of the same workspace has its own budget.
-    let r = app
-        .post(
-            "/api/v1/daemon/heartbeat",
-            &ws.daemon,
-            json!({ "runtime_ids": [rt] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    heartbeat_ok(&app, &ws, &[&rt]).await;
 }

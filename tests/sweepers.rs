@@ -10,6 +10,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::api::{agent_status, heartbeat, runtime, runtime_status, task};
+use common::heartbeater::{Heartbeater, assert_all_online};
+use common::json::{s, ts};
+use common::settings::{STALE, TICK, fast};
+use common::wait::{eventually_some, holds_for};
 use common::{TestApp, Ws, eventually};
 use paddock::Settings;
 use reqwest::StatusCode;
@@ -17,68 +22,16 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const TICK: Duration = Duration::from_millis(200);
-const STALE: Duration = Duration::from_millis(1500);
-
-/// Fast sweeps: 200 ms intervals, runtimes stale after 1.5 s (> 3 × 200 ms, so the config is valid).
-fn fast(s: &mut Settings) {
-    s.sweep_interval = TICK;
-    s.heartbeat_interval = TICK;
-    s.heartbeat_flush_interval = TICK;
-    s.stale_threshold = STALE;
-}
-
-fn s(v: &Value) -> String {
-    v.as_str()
-        .unwrap_or_else(|| panic!("expected a string, got {v}"))
-        .to_owned()
-}
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    s(v).parse()
-        .unwrap_or_else(|e| panic!("bad timestamp {v}: {e}"))
-}
-
 fn ms(d: chrono::TimeDelta) -> i64 {
     d.num_milliseconds()
-}
-
-async fn runtime(app: &TestApp, ws: &Ws, id: &str) -> Value {
-    let r = app.get(&format!("/api/v1/runtimes/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body
-}
-
-async fn runtime_status(app: &TestApp, ws: &Ws, id: &str) -> String {
-    s(&runtime(app, ws, id).await["status"])
-}
-
-async fn agent_status(app: &TestApp, ws: &Ws, id: &str) -> String {
-    let r = app.get(&format!("/api/v1/agents/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    s(&r.body["status"])
-}
-
-async fn task(app: &TestApp, ws: &Ws, id: &str) -> Value {
-    let r = app.get(&format!("/api/v1/tasks/{id}"), &ws.member).await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    r.body
 }
 
 async fn task_status(app: &TestApp, ws: &Ws, id: &str) -> String {
     s(&task(app, ws, id).await["status"])
 }
 
-async fn heartbeat(app: &TestApp, ws: &Ws, ids: &[&str]) -> common::Resp {
-    app.post(
-        "/api/v1/daemon/heartbeat",
-        &ws.daemon,
-        json!({ "runtime_ids": ids }),
-    )
-    .await
-}
-
-/// The whole event log of the workspace through `GET /events`, page by page.
+/// The whole event log of the workspace through `GET /events`, page by page, as listed now.
+/// (`agents_and_events` has its own, which first waits until every stored event is listed.)
 async fn all_events(app: &TestApp, ws: &Ws) -> Vec<Value> {
     let mut out = Vec::new();
     let mut after: Option<String> = None;
@@ -118,117 +71,6 @@ async fn await_event(app: &TestApp, ws: &Ws, kind: &str, subject: &str) -> Value
         },
     )
     .await
-}
-
-/// Awaits `f` returning `Some`, and returns what it returned.
-async fn eventually_some<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let slot = std::sync::Mutex::new(None);
-    eventually(within, what, || {
-        let fut = f();
-        let slot = &slot;
-        async move {
-            let v = fut.await;
-            let found = v.is_some();
-            *slot.lock().unwrap() = v;
-            found
-        }
-    })
-    .await;
-    slot.into_inner().unwrap().unwrap()
-}
-
-/// Checks `check` every 50 ms for `dur`; panics the first time it does not hold.
-async fn holds_for<F, Fut>(dur: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < dur {
-        assert!(
-            check().await,
-            "{what} stopped holding after {:?}",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// One heartbeat reply: (HTTP status, statuses of the runtimes).
-type Reply = (u16, Vec<String>);
-
-/// A daemon heartbeating some runtimes every `every` in a spawned task (load, not synchronisation).
-/// `stop` returns every reply.
-struct Heartbeater {
-    stop: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<Vec<Reply>>>,
-}
-
-impl Heartbeater {
-    fn start(app: &TestApp, ws: &Ws, ids: &[&str], every: Duration) -> Self {
-        let stop = CancellationToken::new();
-        let (http, url, token) = (
-            app.http.clone(),
-            format!("{}/api/v1/daemon/heartbeat", app.base),
-            ws.daemon.clone(),
-        );
-        let body = json!({ "runtime_ids": ids });
-        let token2 = stop.clone();
-        let handle = tokio::spawn(async move {
-            let mut replies = Vec::new();
-            loop {
-                let res = http.post(&url).bearer_auth(&token).json(&body).send().await;
-                let reply = match res {
-                    Ok(r) => {
-                        let code = r.status().as_u16();
-                        let v: Value = r.json().await.unwrap_or(Value::Null);
-                        let statuses = v["runtimes"]
-                            .as_array()
-                            .map(|a| a.iter().map(|x| s(&x["status"])).collect())
-                            .unwrap_or_default();
-                        (code, statuses)
-                    }
-                    Err(e) => (0, vec![e.to_string()]),
-                };
-                replies.push(reply);
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = token2.cancelled() => return replies,
-                }
-            }
-        });
-        Self {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    async fn stop(mut self) -> Vec<Reply> {
-        self.stop.cancel();
-        let handle = self.handle.take().expect("running");
-        handle.await.expect("heartbeat loop")
-    }
-}
-
-impl Drop for Heartbeater {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn assert_all_online(replies: &[Reply]) {
-    assert!(!replies.is_empty(), "no heartbeat was sent");
-    for (i, (code, st)) in replies.iter().enumerate() {
-        assert_eq!(*code, 200, "heartbeat {i} answered {code}: {st:?}");
-        assert!(
-            st.iter().all(|x| x == "online"),
-            "heartbeat {i} answered {st:?}"
-        );
-    }
 }
 
 /// One `sweeper_runs` row: (id, sweep, replica, started_at, rows_changed, error).

@@ -7,6 +7,10 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use common::api::{deregister, heartbeat};
+use common::db::counts;
+use common::problem::assert_problem;
+use common::settings::quiet;
 use common::{Resp, TestApp, Ws, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -15,26 +19,7 @@ use uuid::Uuid;
 /// A server whose heartbeat flusher does not run during the test (only at shutdown), so that
 /// "B's rows are unchanged" can include `last_seen_at`.
 async fn spawn() -> TestApp {
-    TestApp::spawn_with(|s| {
-        s.heartbeat_flush_interval = Duration::from_secs(600);
-        s.stale_threshold = Duration::from_secs(3600);
-    })
-    .await
-}
-
-fn assert_problem(r: &Resp, status: StatusCode, code: &str, what: &str) {
-    assert_eq!(r.status, status, "{what}: {:?}", r.body);
-    let ct = r
-        .headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    assert!(
-        ct.starts_with("application/problem+json"),
-        "{what}: content-type `{ct}`"
-    );
-    assert_eq!(r.code(), code, "{what}: {:?}", r.body);
-    assert_eq!(r.body["status"], status.as_u16(), "{what}: {:?}", r.body);
+    TestApp::spawn_with(quiet).await
 }
 
 /// Mints a token with the admin token; returns (token id, secret).
@@ -70,22 +55,6 @@ async fn rows_of(app: &TestApp, ws: &str) -> Value {
     .fetch_one(&app.pool)
     .await
     .unwrap()
-}
-
-async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
-    let mut out = Vec::new();
-    for t in [
-        "workspaces",
-        "tokens",
-        "runtimes",
-        "agents",
-        "tasks",
-        "task_attempts",
-        "events",
-    ] {
-        out.push((t, app.count(t).await));
-    }
-    out
 }
 
 fn ids_of(r: &Resp) -> Vec<String> {
@@ -973,25 +942,12 @@ async fn heartbeat_with_another_workspaces_runtime_answers_unknown_and_leaves_it
     let b_online = app.runtime(&b, "b-laptop").await;
     let b_offline = app.runtime(&b, "b-desktop").await;
     let b_agent = app.agent(&b, &b_offline, 1).await;
-    let r = app
-        .post(
-            "/api/v1/daemon/deregister",
-            &b.daemon,
-            json!({ "runtime_ids": [b_offline] }),
-        )
-        .await;
-    assert_eq!(r.body["offline"], json!([b_offline]), "{:?}", r.body);
+    deregister(&app, &b, &b_offline).await;
     let b_before = rows_of(&app, &b.id).await;
 
     // Twice: the second heartbeat must not find a liveness record left by the first.
     for _ in 0..2 {
-        let r = app
-            .post(
-                "/api/v1/daemon/heartbeat",
-                &a.daemon,
-                json!({ "runtime_ids": [a_rt, b_online, b_offline] }),
-            )
-            .await;
+        let r = heartbeat(&app, &a, &[&a_rt, &b_online, &b_offline]).await;
         assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         let states: Vec<(String, String)> = r.body["runtimes"]
             .as_array()
@@ -1032,13 +988,7 @@ async fn heartbeat_with_another_workspaces_runtime_answers_unknown_and_leaves_it
         .await;
     assert_eq!(r.body["status"], "offline");
     // B's own heartbeat still sees its online runtime as online.
-    let r = app
-        .post(
-            "/api/v1/daemon/heartbeat",
-            &b.daemon,
-            json!({ "runtime_ids": [b_online] }),
-        )
-        .await;
+    let r = heartbeat(&app, &b, &[&b_online]).await;
     assert_eq!(r.body["runtimes"][0]["status"], "online", "{:?}", r.body);
 }
 
@@ -1067,21 +1017,9 @@ async fn heartbeat_with_another_workspaces_runtime_does_not_touch_its_liveness()
     };
     let (control0, victim0) = (seen(control.clone()).await, seen(victim.clone()).await);
 
-    let r = app
-        .post(
-            "/api/v1/daemon/heartbeat",
-            &b.daemon,
-            json!({ "runtime_ids": [control, victim] }),
-        )
-        .await;
+    let r = heartbeat(&app, &b, &[&control, &victim]).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let r = app
-        .post(
-            "/api/v1/daemon/heartbeat",
-            &a.daemon,
-            json!({ "runtime_ids": [victim] }),
-        )
-        .await;
+    let r = heartbeat(&app, &a, &[&victim]).await;
     assert_eq!(r.body["runtimes"][0]["status"], "unknown", "{:?}", r.body);
 
     app.stop().await.unwrap();

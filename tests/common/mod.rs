@@ -11,6 +11,14 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod api;
+pub mod db;
+pub mod heartbeater;
+pub mod json;
+pub mod problem;
+pub mod settings;
+pub mod wait;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -182,6 +190,24 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// Reads a reply: its status, headers and body (JSON when it parses, else the text as a JSON
+    /// string, `null` when empty).
+    pub async fn read(res: reqwest::Response) -> Self {
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// The problem+json `code`, if any.
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
@@ -268,20 +294,7 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req.send().await.expect("request");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let text = res.text().await.unwrap_or_default();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp::read(req.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {

@@ -1,0 +1,17 @@
+//! Reading values out of JSON replies.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// The string `v` holds, owned; panics (showing `v`) when it is not a string.
+pub fn s(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {v}"))
+        .to_owned()
+}
+
+/// The RFC 3339 timestamp `v` holds; panics when it is not a string or does not parse.
+pub fn ts(v: &Value) -> DateTime<Utc> {
+    s(v).parse()
+        .unwrap_or_else(|e| panic!("bad timestamp {v}: {e}"))
+}
