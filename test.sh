@@ -31,4 +31,4 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "== npm install (tests/browser)"
   (cd tests/browser && npm install --no-audit --no-fund --silent)
 fi
-exec cargo test "$@"
+exec cargo test --no-fail-fast "$@"

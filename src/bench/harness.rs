@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -35,7 +36,7 @@ impl BenchDb {
             "paddock_bench_{}",
             &Uuid::new_v4().simple().to_string()[..12]
         );
-        let mut conn = PgConnection::connect(admin_url).await.context(
+        let mut conn = admin_connection(admin_url).await.context(
             "cannot connect to DATABASE_URL (bench needs a PostgreSQL server where it may create a database)",
         )?;
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
@@ -52,7 +53,7 @@ impl BenchDb {
 
     /// Drops the database, closing whatever connections are still open on it.
     pub async fn drop_now(self) -> anyhow::Result<()> {
-        let mut conn = PgConnection::connect(&self.admin_url).await?;
+        let mut conn = admin_connection(&self.admin_url).await?;
         sqlx::query(&format!(
             "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
             self.name
@@ -64,15 +65,23 @@ impl BenchDb {
         Ok(())
     }
 
-    /// A pool on the scratch database for the bench's own SQL (set-up and baselines).
+    /// A pool on the scratch database for the bench's own SQL (set-up and baselines). Its
+    /// statements are not logged: seeding is slow on purpose.
     pub async fn pool(&self, size: u32) -> anyhow::Result<PgPool> {
+        let opts: PgConnectOptions = self.url.parse()?;
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(size)
             .acquire_timeout(Duration::from_secs(30))
-            .connect(&self.url)
+            .connect_with(opts.disable_statement_logging())
             .await
             .with_context(|| format!("cannot connect to the scratch database {}", self.name))
     }
+}
+
+/// A connection to the `DATABASE_URL` database, for CREATE and DROP DATABASE (not logged).
+async fn admin_connection(url: &str) -> anyhow::Result<PgConnection> {
+    let opts: PgConnectOptions = url.parse()?;
+    Ok(opts.disable_statement_logging().connect().await?)
 }
 
 /// `admin_url` with its database name replaced by `db` (query parameters kept).

@@ -8,13 +8,15 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
 
-/// Latencies recorded in microseconds with three significant digits.
+/// Latencies recorded in microseconds with three significant digits (values above an hour are
+/// recorded as an hour).
 #[derive(Clone)]
 pub struct Latencies(Histogram<u64>);
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self(Histogram::new(3).expect("3 significant digits is a valid precision"))
+        // 1 µs to 1 hour: far wider than any latency here, so nothing saturates.
+        Self(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
     }
 }
 

@@ -4,8 +4,10 @@
 //! ("empty"): K ticks of `sweep::tick` on a state from `paddock::build` (median reported; the first
 //! does the real work — stale runtimes, timeouts, expiry, collection, event retention — and the
 //! rest find nothing), then M server start-ups (call `serve` → `/readyz` answers 200; median).
-//! Then seed H terminal tasks, `VACUUM (ANALYZE)`, restore the active set, and measure again
-//! ("history"). Per-sweep medians come from the `sweeper_runs` rows the ticks wrote.
+//! Then seed H terminal tasks, restore the active set, and measure again ("history"). Before each
+//! measurement the tables are vacuumed and analyzed and a checkpoint is taken. Per-sweep medians
+//! come from the `sweeper_runs` rows the ticks wrote; a tick's time beyond its sweeps is spent
+//! writing those rows.
 
 use std::time::{Duration, Instant};
 
@@ -24,10 +26,10 @@ pub struct SweepArgs {
     #[arg(long)]
     history: u64,
     /// Ticks per measurement (the median is reported).
-    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=100))]
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=100))]
     ticks: u64,
     /// Server start-ups per measurement (the median is reported).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=50))]
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u64).range(1..=50))]
     starts: u64,
 }
 
@@ -35,14 +37,28 @@ pub struct SweepArgs {
 struct Phase {
     ticks: Vec<Duration>,
     starts: Vec<Duration>,
-    /// `(sweep, median ms, rows changed in all ticks)`, in the order the tick runs them.
-    sweeps: Vec<(String, f64, i64)>,
+    /// In the order the tick runs them.
+    sweeps: Vec<Sweep>,
     tasks: i64,
+}
+
+/// One sweep over the ticks of a measurement, from `sweeper_runs`.
+struct Sweep {
+    name: String,
+    median_ms: f64,
+    first_ms: f64,
+    /// Rows changed over all ticks (the first tick changes them all).
+    rows: i64,
 }
 
 impl Phase {
     fn tick_ms(&self) -> f64 {
         median_ms(&self.ticks)
+    }
+
+    /// The sweeps alone (sum of their medians); the rest of a tick records them in `sweeper_runs`.
+    fn sweeps_ms(&self) -> f64 {
+        self.sweeps.iter().map(|w| w.median_ms).sum()
     }
 
     fn startup_ms(&self) -> f64 {
@@ -58,13 +74,13 @@ pub async fn run(services: &Services, db: &BenchDb, args: &SweepArgs) -> anyhow:
 
     let t = Instant::now();
     sweep_seed::history(&pool, ws, args.history).await?;
-    sweep_seed::vacuum_analyze(&pool).await?;
+    sweep_seed::settle(&pool).await?;
     let seeded = t.elapsed();
     let history = measure(services, db, &pool, ws, args, "history").await?;
     pool.close().await;
 
     let mut s = Summary::new(format!(
-        "sweep: {} history rows (seeded and vacuumed in {:.1} s), median of {} ticks and {} start-ups",
+        "sweep: {} history rows (seeded, vacuumed, checkpointed in {:.1} s), median of {} ticks and {} start-ups",
         args.history,
         seeded.as_secs_f64(),
         args.ticks,
@@ -72,18 +88,19 @@ pub async fn run(services: &Services, db: &BenchDb, args: &SweepArgs) -> anyhow:
     ));
     for (name, p) in [("empty", &empty), ("history", &history)] {
         s.line(format!(
-            "  {name:<8} {:>9} tasks  tick {:>8.2} ms (first {:.2} ms)  start-up {:>8.2} ms",
+            "  {name:<8} {:>9} tasks  tick {:>7.2} ms (sweeps {:.2} ms, first tick {:.2} ms)  start-up {:>7.2} ms",
             p.tasks,
             p.tick_ms(),
+            p.sweeps_ms(),
             p.ticks[0].as_secs_f64() * 1000.0,
             p.startup_ms()
         ));
-        let per: Vec<String> = p
-            .sweeps
-            .iter()
-            .map(|(n, ms, rows)| format!("{n} {ms:.2} ms/{rows} rows"))
-            .collect();
-        s.line(format!("           {}", per.join(", ")));
+        for w in &p.sweeps {
+            s.line(format!(
+                "    {:<17} median {:>7.2} ms  first {:>8.2} ms  {:>5} rows changed",
+                w.name, w.median_ms, w.first_ms, w.rows
+            ));
+        }
     }
     s.line(format!(
         "  ratio    tick {:.2} ×  start-up {:.2} ×  (history / empty)",
@@ -104,6 +121,8 @@ pub async fn run(services: &Services, db: &BenchDb, args: &SweepArgs) -> anyhow:
         "first_tick_ms_history",
         history.ticks[0].as_secs_f64() * 1000.0,
     );
+    s.num("sweeps_ms_empty", empty.sweeps_ms());
+    s.num("sweeps_ms_history", history.sweeps_ms());
     s.int("history", args.history);
     s.num("seed_seconds", seeded.as_secs_f64());
     Ok(s)
@@ -118,7 +137,7 @@ async fn measure(
     label: &str,
 ) -> anyhow::Result<Phase> {
     sweep_seed::reset_active(pool, ws).await?;
-    sweep_seed::vacuum_analyze(pool).await?;
+    sweep_seed::settle(pool).await?;
     let tasks: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks")
         .fetch_one(pool)
         .await?;
@@ -144,7 +163,7 @@ async fn measure(
 
     let sweeps = sqlx::query(
         "SELECT sweep, percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms),
-                sum(rows_changed)::bigint
+                (array_agg(duration_ms ORDER BY id))[1], sum(rows_changed)::bigint
          FROM sweeper_runs WHERE replica = $1
          GROUP BY sweep ORDER BY min(id)",
     )
@@ -152,7 +171,12 @@ async fn measure(
     .fetch_all(pool)
     .await?
     .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .map(|r| Sweep {
+        name: r.get(0),
+        median_ms: r.get(1),
+        first_ms: r.get(2),
+        rows: r.get(3),
+    })
     .collect();
     Ok(Phase {
         ticks,

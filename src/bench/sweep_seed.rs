@@ -8,9 +8,11 @@
 //!   one running (540 active tasks); 20 runtimes offline for 8 days whose agents are archived (for
 //!   the collector); 1,000 events older than the retention;
 //! * the history, [`history`]: H terminal tasks (90% completed, 7% failed, 3% cancelled) spread
-//!   over the fresh and stale agents and over the last 30 days, in statements of 250,000 rows.
+//!   over the fresh and stale agents and over the last 30 days, in statements of 250,000 rows, two
+//!   at a time.
 
 use anyhow::Context;
+use futures::StreamExt;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
@@ -18,6 +20,28 @@ use super::stats::progress;
 
 /// Rows per history statement: big enough to be fast, small enough to show progress.
 const HISTORY_CHUNK: i64 = 250_000;
+/// History statements in flight (one per core here).
+const HISTORY_WRITERS: usize = 2;
+
+/// Rows `$4..$5` of `$6` history rows, dealt round-robin over the agents `$2` (runtimes `$3`),
+/// enqueued over the 30 days before now, each finished a minute after it was enqueued.
+const HISTORY_INSERT: &str = "\
+INSERT INTO tasks (id, workspace_id, agent_id, runtime_id, status, payload, result, error,
+                   failure_reason, attempt, attempt_id, run_after, enqueued_at, dispatched_at,
+                   started_at, finished_at)
+SELECT gen_random_uuid(), $1, f.a[t.i], f.r[t.i],
+       CASE WHEN g % 100 < 90 THEN 'completed' WHEN g % 100 < 97 THEN 'failed' ELSE 'cancelled' END,
+       jsonb_build_object('prompt', 'history', 'n', g),
+       CASE WHEN g % 100 < 90 THEN '{\"ok\": true}'::jsonb END,
+       CASE WHEN g % 100 BETWEEN 90 AND 96 THEN 'agent exited with status 1' END,
+       CASE WHEN g % 100 BETWEEN 90 AND 96 THEN 'agent_error'
+            WHEN g % 100 >= 97 THEN 'cancelled' END,
+       1, gen_random_uuid(), t.at, t.at, t.at + interval '1 second', t.at + interval '2 seconds',
+       t.at + interval '1 minute'
+FROM (SELECT $2::uuid[] AS a, $3::uuid[] AS r) f,
+     generate_series($4::bigint, $5::bigint - 1) g,
+     LATERAL (SELECT (1 + g % cardinality(f.a))::int AS i,
+                     now() - interval '30 days' + (g::float8 / $6::float8) * interval '29 days' AS at) t";
 
 /// Creates the workspace, its runtimes and agents; returns the workspace id.
 pub async fn base(pool: &PgPool) -> anyhow::Result<Uuid> {
@@ -80,7 +104,7 @@ pub async fn reset_active(pool: &PgPool, ws: Uuid) -> anyhow::Result<()> {
                 now() - k.age, now() - k.age,
                 CASE WHEN k.status <> 'queued' THEN now() - k.age END,
                 CASE WHEN k.status = 'running' THEN now() - k.age END
-         FROM (SELECT a.*, r.daemon_id LIKE 'fresh-%' AS fresh, row_number() OVER (ORDER BY a.id) AS n
+         FROM (SELECT a.*, r.daemon_id LIKE 'fresh-%' AS fresh, row_number() OVER (PARTITION BY r.daemon_id LIKE 'fresh-%' ORDER BY a.id) AS n
                FROM agents a JOIN runtimes r ON r.id = a.runtime_id
                WHERE a.workspace_id = $1 AND a.archived_at IS NULL) a
          CROSS JOIN LATERAL (
@@ -120,51 +144,40 @@ pub async fn history(pool: &PgPool, ws: Uuid, rows: u64) -> anyhow::Result<()> {
     let runtimes: Vec<Uuid> = owners.iter().map(|r| r.get(1)).collect();
     let total = rows as i64;
     let bar = progress(Some(rows), "history");
-    let mut from = 0;
-    while from < total {
-        let to = (from + HISTORY_CHUNK).min(total);
-        sqlx::query(
-            "INSERT INTO tasks (id, workspace_id, agent_id, runtime_id, status, payload, result, error,
-                                failure_reason, attempt, attempt_id, run_after, enqueued_at,
-                                dispatched_at, started_at, finished_at)
-             SELECT gen_random_uuid(), $1, f.a[t.i], f.r[t.i],
-                    CASE WHEN g % 100 < 90 THEN 'completed' WHEN g % 100 < 97 THEN 'failed'
-                         ELSE 'cancelled' END,
-                    jsonb_build_object('prompt', 'history', 'n', g),
-                    CASE WHEN g % 100 < 90 THEN '{\"ok\": true}'::jsonb END,
-                    CASE WHEN g % 100 BETWEEN 90 AND 96 THEN 'agent exited with status 1' END,
-                    CASE WHEN g % 100 BETWEEN 90 AND 96 THEN 'agent_error'
-                         WHEN g % 100 >= 97 THEN 'cancelled' END,
-                    1, gen_random_uuid(), t.at, t.at, t.at + interval '1 second',
-                    t.at + interval '2 seconds', t.at + interval '1 minute'
-             FROM (SELECT $2::uuid[] AS a, $3::uuid[] AS r) f,
-                  generate_series($4::bigint, $5::bigint - 1) g,
-                  LATERAL (SELECT (1 + g % cardinality(f.a))::int AS i,
-                                  now() - interval '30 days'
-                                    + (g::float8 / $6::float8) * interval '29 days' AS at) t",
-        )
-        .bind(ws)
-        .bind(&agents)
-        .bind(&runtimes)
-        .bind(from)
-        .bind(to)
-        .bind(total as f64)
-        .execute(pool)
-        .await
-        .context("seeding history")?;
-        bar.inc((to - from) as u64);
-        from = to;
+    let chunks = (0..total)
+        .step_by(HISTORY_CHUNK as usize)
+        .map(|from| (from, (from + HISTORY_CHUNK).min(total)));
+    let mut inserts = futures::stream::iter(chunks)
+        .map(|(from, to)| {
+            sqlx::query(HISTORY_INSERT)
+                .bind(ws)
+                .bind(&agents)
+                .bind(&runtimes)
+                .bind(from)
+                .bind(to)
+                .bind(total as f64)
+                .execute(pool)
+        })
+        .buffer_unordered(HISTORY_WRITERS);
+    while let Some(done) = inserts.next().await {
+        bar.inc(done.context("seeding history")?.rows_affected());
     }
     bar.finish_and_clear();
     Ok(())
 }
 
 /// `VACUUM (ANALYZE)` of the tables the sweeps and start-up read, as autovacuum would have done
-/// to history that accumulated over weeks (sets hint bits and the visibility map, fresh statistics).
-pub async fn vacuum_analyze(pool: &PgPool) -> anyhow::Result<()> {
+/// to history that accumulated over weeks (hint bits, visibility map, fresh statistics), then a
+/// `CHECKPOINT`, so that the measurement does not share the disk with the seeding's writes.
+pub async fn settle(pool: &PgPool) -> anyhow::Result<()> {
     sqlx::raw_sql("VACUUM (ANALYZE) tasks, runtimes, agents, events, task_attempts")
         .execute(pool)
         .await
         .context("VACUUM (ANALYZE) after seeding")?;
+    if let Err(e) = sqlx::raw_sql("CHECKPOINT").execute(pool).await {
+        eprintln!(
+            "bench: CHECKPOINT refused ({e}); the measurement may pay for the seeding's writes"
+        );
+    }
     Ok(())
 }
