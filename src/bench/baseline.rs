@@ -115,6 +115,21 @@ pub struct Timed {
     pub latency: Latencies,
 }
 
+impl Timed {
+    /// Merges the latencies recorded by each worker over the measured `elapsed`.
+    pub fn from_workers(lats: &[Latencies], elapsed: Duration) -> Self {
+        let mut latency = Latencies::default();
+        for l in lats {
+            latency.merge(l);
+        }
+        Timed {
+            count: latency.count(),
+            elapsed,
+            latency,
+        }
+    }
+}
+
 /// `clients` connections, each running `UPDATE runtimes SET last_seen_at = now() WHERE id = $1`
 /// for the next runtime in turn, for `warmup` (not counted) and then `measure`.
 pub async fn heartbeat(
@@ -155,13 +170,5 @@ pub async fn heartbeat(
     });
     let lats = futures::future::try_join_all(workers).await?;
     bar.finish_and_clear();
-    let mut latency = Latencies::default();
-    for l in &lats {
-        latency.merge(l);
-    }
-    Ok(Timed {
-        count: latency.count(),
-        elapsed: measure,
-        latency,
-    })
+    Ok(Timed::from_workers(&lats, measure))
 }

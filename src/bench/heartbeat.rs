@@ -162,13 +162,5 @@ async fn heartbeats(
     });
     let lats = futures::future::try_join_all(workers).await?;
     bar.finish_and_clear();
-    let mut latency = Latencies::default();
-    for l in &lats {
-        latency.merge(l);
-    }
-    Ok(Timed {
-        count: latency.count(),
-        elapsed: measure,
-        latency,
-    })
+    Ok(Timed::from_workers(&lats, measure))
 }
