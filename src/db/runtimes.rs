@@ -83,26 +83,6 @@ pub async fn list(
     .await
 }
 
-pub struct RuntimeStatus {
-    pub id: RuntimeId,
-    pub status: String,
-}
-
-pub async fn statuses(
-    conn: &mut PgConnection,
-    ws: WorkspaceId,
-    ids: &[RuntimeId],
-) -> sqlx::Result<Vec<RuntimeStatus>> {
-    sqlx::query_file_as!(
-        RuntimeStatus,
-        "queries/runtimes/statuses.sql",
-        ws.0,
-        &uuids(ids)
-    )
-    .fetch_all(conn)
-    .await
-}
-
 pub struct Changed {
     pub id: RuntimeId,
     pub workspace_id: WorkspaceId,
