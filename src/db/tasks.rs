@@ -106,8 +106,17 @@ pub async fn lock(
     id: TaskId,
     ws: WorkspaceId,
 ) -> sqlx::Result<Option<Task>> {
-    sqlx::query_file_as!(Task, "queries/tasks/lock.sql", id.0, ws.0)
-        .fetch_optional(conn)
+    Ok(lock_many(conn, &[id], ws).await?.pop())
+}
+
+/// Reads and locks the workspace's tasks among `ids`, in id order.
+pub async fn lock_many(
+    conn: &mut PgConnection,
+    ids: &[TaskId],
+    ws: WorkspaceId,
+) -> sqlx::Result<Vec<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/lock_many.sql", &uuids(ids), ws.0)
+        .fetch_all(conn)
         .await
 }
 
@@ -138,47 +147,69 @@ pub async fn list(
     .await
 }
 
-pub async fn start(
-    conn: &mut PgConnection,
-    id: TaskId,
-    attempt: AttemptId,
-) -> sqlx::Result<Option<Task>> {
-    sqlx::query_file_as!(Task, "queries/tasks/start.sql", id.0, attempt.0)
-        .fetch_optional(conn)
+/// A fenced transition of one task in a batch: the task, the attempt the daemon reported, and the
+/// JSON it carries (progress or result; unused by `start`).
+pub struct Fenced<'a> {
+    pub id: TaskId,
+    pub attempt: AttemptId,
+    pub data: Option<&'a JsonObject>,
+}
+
+fn ids_and_attempts(batch: &[Fenced<'_>]) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
+    batch.iter().map(|f| (f.id.0, f.attempt.0)).unzip()
+}
+
+fn data<'a>(batch: &[Fenced<'a>], empty: &'a JsonObject) -> Vec<Json<&'a JsonObject>> {
+    batch
+        .iter()
+        .map(|f| Json(f.data.unwrap_or(empty)))
+        .collect()
+}
+
+/// dispatched → running for each task of the batch whose attempt still owns it.
+pub async fn start_many(conn: &mut PgConnection, batch: &[Fenced<'_>]) -> sqlx::Result<Vec<Task>> {
+    let (ids, attempts) = ids_and_attempts(batch);
+    sqlx::query_file_as!(Task, "queries/tasks/start_many.sql", &ids, &attempts)
+        .fetch_all(conn)
         .await
 }
 
-pub async fn progress(
+/// Sets the progress of each running task of the batch whose attempt still owns it.
+pub async fn progress_many(
     conn: &mut PgConnection,
-    id: TaskId,
-    attempt: AttemptId,
-    progress: &JsonObject,
-) -> sqlx::Result<Option<Task>> {
+    batch: &[Fenced<'_>],
+) -> sqlx::Result<Vec<Task>> {
+    let (ids, attempts) = ids_and_attempts(batch);
+    let empty = JsonObject::new();
+    let progress = data(batch, &empty);
     sqlx::query_file_as!(
         Task,
-        "queries/tasks/progress.sql",
-        id.0,
-        attempt.0,
-        Json(progress) as _
+        "queries/tasks/progress_many.sql",
+        &ids,
+        &attempts,
+        &progress as _
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await
 }
 
-pub async fn complete(
+/// running → completed for each task of the batch whose attempt still owns it, recording the
+/// finished attempts.
+pub async fn complete_many(
     conn: &mut PgConnection,
-    id: TaskId,
-    attempt: AttemptId,
-    result: &JsonObject,
-) -> sqlx::Result<Option<Task>> {
+    batch: &[Fenced<'_>],
+) -> sqlx::Result<Vec<Task>> {
+    let (ids, attempts) = ids_and_attempts(batch);
+    let empty = JsonObject::new();
+    let results = data(batch, &empty);
     sqlx::query_file_as!(
         Task,
-        "queries/tasks/complete.sql",
-        id.0,
-        attempt.0,
-        Json(result) as _
+        "queries/tasks/complete_many.sql",
+        &ids,
+        &attempts,
+        &results as _
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await
 }
 

@@ -1,5 +1,7 @@
 //! Task use cases: enqueue, cancel, claim, and the fenced daemon reports.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 use serde_json::json;
 use sqlx::PgConnection;
@@ -7,7 +9,7 @@ use sqlx::PgConnection;
 use super::{Changes, commit};
 use crate::db;
 use crate::db::events::NewEvent;
-use crate::db::tasks::{CancelNotice, Claimed, EndAttempt, NewTask, Task};
+use crate::db::tasks::{CancelNotice, Claimed, EndAttempt, Fenced, NewTask, Task};
 use crate::domain::retry::{AfterFailure, Backoff};
 use crate::domain::task::{Decision, FailureReason, ReportAction, TaskStatus, TaskView, decide};
 use crate::domain::values::JsonObject;
@@ -199,21 +201,79 @@ impl Report {
     }
 }
 
-/// Applies one report inside the caller's transaction (fenced by the attempt id); events are
-/// appended to `evs`. A refused report writes nothing.
-pub async fn apply_report(
+/// One update of a report: the task, the attempt the daemon says it is running, and what happened.
+#[derive(Debug, Clone)]
+pub struct ReportItem {
+    pub task: TaskId,
+    pub attempt: AttemptId,
+    pub report: Report,
+}
+
+/// Applies a daemon's reports in order inside the caller's transaction, each fenced by its attempt
+/// id; events are appended to `ch`. Returns one outcome per report: the task as it is afterwards, or
+/// the refusal (404, 409) of a report that changed nothing. Any other error aborts the batch.
+///
+/// Set-based: the batch's tasks are locked with one statement, `decide` judges every report, and the
+/// accepted ones are written with one statement per action. A task named twice (start and complete
+/// in one batch) splits the batch into segments so each report is judged after the one before it.
+pub async fn apply_reports(
     conn: &mut PgConnection,
     backoff: Backoff,
     ws: WorkspaceId,
-    id: TaskId,
-    attempt: AttemptId,
-    report: &Report,
+    items: &[ReportItem],
     ch: &mut Changes,
-) -> ApiResult<Task> {
-    let task = db::tasks::lock(conn, id, ws)
+) -> ApiResult<Vec<ApiResult<Task>>> {
+    let mut ids: Vec<TaskId> = items.iter().map(|i| i.task).collect();
+    ids.sort();
+    ids.dedup();
+    let mut tasks: HashMap<TaskId, Task> = db::tasks::lock_many(conn, &ids, ws)
         .await?
-        .ok_or(ApiError::NotFound("task"))?;
-    let status = parse_status(&task)?;
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    let mut out: Vec<Option<ApiResult<Task>>> = items.iter().map(|_| None).collect();
+    let mut segment: Vec<usize> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if segment.iter().any(|&j| items[j].task == item.task) {
+            flush(conn, backoff, items, &segment, &mut tasks, &mut out, ch).await?;
+            segment.clear();
+        }
+        let Some(task) = tasks.get(&item.task) else {
+            out[i] = Some(Err(ApiError::NotFound("task")));
+            continue;
+        };
+        let action = item.report.action();
+        out[i] = match judge(conn, task, item.attempt, action).await? {
+            Decision::Apply => {
+                segment.push(i);
+                None
+            }
+            Decision::AlreadyApplied => Some(Ok(task.clone())),
+            Decision::Superseded => {
+                Some(Err(ApiError::AttemptSuperseded(item.attempt.to_string())))
+            }
+            Decision::Invalid => Some(Err(ApiError::InvalidTransition(format!(
+                "cannot {} a {} task",
+                action.as_str(),
+                task.status
+            )))),
+        };
+    }
+    flush(conn, backoff, items, &segment, &mut tasks, &mut out, ch).await?;
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(lost_race())))
+        .collect())
+}
+
+/// What `decide` says of a report, given the locked task.
+async fn judge(
+    conn: &mut PgConnection,
+    task: &Task,
+    attempt: AttemptId,
+    action: ReportAction,
+) -> ApiResult<Decision> {
+    let status = parse_status(task)?;
     let failed_by_agent = match status {
         TaskStatus::Failed => {
             task.failure_reason.as_deref() == Some(FailureReason::AgentError.as_str())
@@ -232,56 +292,98 @@ pub async fn apply_report(
         started: task.started_at.is_some(),
         failed_by_agent,
     };
-    match decide(&view, attempt, report.action()) {
-        Decision::Superseded => return Err(ApiError::AttemptSuperseded(attempt.to_string())),
-        Decision::Invalid => {
-            return Err(ApiError::InvalidTransition(format!(
-                "cannot {} a {} task",
-                report.action().as_str(),
-                task.status
-            )));
-        }
-        Decision::AlreadyApplied => return Ok(task),
-        Decision::Apply => {}
-    }
-    let updated = match report {
-        Report::Start => {
-            let t = db::tasks::start(conn, id, attempt)
-                .await?
-                .ok_or_else(lost_race)?;
-            ch.push(events::task("task.running", &t));
-            t
-        }
-        Report::Progress(p) => {
-            let t = db::tasks::progress(conn, id, attempt, p)
-                .await?
-                .ok_or_else(lost_race)?;
-            ch.push(events::task_progress(&t));
-            t
-        }
-        Report::Complete(result) => {
-            let t = db::tasks::complete(conn, id, attempt, result)
-                .await?
-                .ok_or_else(lost_race)?;
-            db::tasks::insert_attempt(conn, &task, "completed", None, None).await?;
-            ch.push(events::task("task.completed", &t));
-            ch.agent_changed(t.agent_id);
-            t
-        }
-        Report::Fail { error, retryable } => {
-            fail_active(
-                conn,
-                backoff,
-                &task,
-                FailureReason::AgentError,
-                Some(error),
-                *retryable,
-                ch,
-            )
-            .await?
-        }
+    Ok(decide(&view, attempt, action))
+}
+
+/// Writes the accepted reports `segment` (indexes into `items`, each naming a different task): one
+/// statement per action, then the events in report order.
+async fn flush(
+    conn: &mut PgConnection,
+    backoff: Backoff,
+    items: &[ReportItem],
+    segment: &[usize],
+    tasks: &mut HashMap<TaskId, Task>,
+    out: &mut [Option<ApiResult<Task>>],
+    ch: &mut Changes,
+) -> ApiResult<()> {
+    let batch = |action: ReportAction| -> Vec<Fenced<'_>> {
+        segment
+            .iter()
+            .map(|&i| &items[i])
+            .filter(|it| it.report.action() == action)
+            .map(|it| Fenced {
+                id: it.task,
+                attempt: it.attempt,
+                data: match &it.report {
+                    Report::Progress(d) | Report::Complete(d) => Some(d),
+                    Report::Start | Report::Fail { .. } => None,
+                },
+            })
+            .collect()
     };
-    Ok(updated)
+    let mut written: HashMap<TaskId, Task> = HashMap::new();
+    let (starts, progress, completes) = (
+        batch(ReportAction::Start),
+        batch(ReportAction::Progress),
+        batch(ReportAction::Complete),
+    );
+    if !starts.is_empty() {
+        written.extend(
+            db::tasks::start_many(conn, &starts)
+                .await?
+                .into_iter()
+                .map(|t| (t.id, t)),
+        );
+    }
+    if !progress.is_empty() {
+        written.extend(
+            db::tasks::progress_many(conn, &progress)
+                .await?
+                .into_iter()
+                .map(|t| (t.id, t)),
+        );
+    }
+    if !completes.is_empty() {
+        written.extend(
+            db::tasks::complete_many(conn, &completes)
+                .await?
+                .into_iter()
+                .map(|t| (t.id, t)),
+        );
+    }
+    for &i in segment {
+        let item = &items[i];
+        let updated = match &item.report {
+            Report::Fail { error, retryable } => {
+                let before = tasks.get(&item.task).ok_or_else(lost_race)?;
+                fail_active(
+                    conn,
+                    backoff,
+                    before,
+                    FailureReason::AgentError,
+                    Some(error),
+                    *retryable,
+                    ch,
+                )
+                .await?
+            }
+            report => {
+                let t = written.remove(&item.task).ok_or_else(lost_race)?;
+                match report {
+                    Report::Start => ch.push(events::task("task.running", &t)),
+                    Report::Progress(_) => ch.push(events::task_progress(&t)),
+                    _ => {
+                        ch.push(events::task("task.completed", &t));
+                        ch.agent_changed(t.agent_id);
+                    }
+                }
+                t
+            }
+        };
+        out[i] = Some(Ok(updated.clone()));
+        tasks.insert(item.task, updated);
+    }
+    Ok(())
 }
 
 /// Ends the current attempt of an active (dispatched or running) task as failed: back to the queue

@@ -11,7 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::extract::{Json, Path};
 use crate::ids::{AttemptId, TaskId, WorkspaceId};
 use crate::service;
-use crate::service::tasks::Report;
+use crate::service::tasks::{Report, ReportItem};
 use crate::state::AppState;
 
 /// Most updates one `/daemon/report` may carry.
@@ -68,12 +68,18 @@ async fn report_one(
     attempt: AttemptId,
     report: Report,
 ) -> ApiResult<axum::Json<Task>> {
+    let action = report.action().as_str();
+    let item = ReportItem {
+        task: id,
+        attempt,
+        report,
+    };
     let mut tx = state.pool.begin().await?;
     let mut ch = service::Changes::default();
-    let res =
-        service::tasks::apply_report(&mut tx, state.backoff(), ws, id, attempt, &report, &mut ch)
-            .await;
-    count_report(report.action().as_str(), &res);
+    let res = service::tasks::apply_reports(&mut tx, state.backoff(), ws, &[item], &mut ch)
+        .await
+        .and_then(|mut r| r.pop().unwrap_or_else(|| Err(ApiError::NotFound("task"))));
+    count_report(action, &res);
     let task = res?;
     service::commit(state, tx, ch).await?;
     Ok(axum::Json(task))
@@ -222,29 +228,25 @@ pub async fn report(
         )));
     }
     // Validate every update before writing any.
-    let mut reports = Vec::with_capacity(body.updates.len());
+    let mut items = Vec::with_capacity(body.updates.len());
     for u in body.updates {
-        let (task_id, attempt_id) = (u.task_id, u.attempt_id);
-        reports.push((task_id, attempt_id, u.report()?));
+        let (task, attempt) = (u.task_id, u.attempt_id);
+        items.push(ReportItem {
+            task,
+            attempt,
+            report: u.report()?,
+        });
     }
     let mut tx = state.pool.begin().await?;
     let mut ch = service::Changes::default();
-    let mut results = Vec::with_capacity(reports.len());
-    for (task_id, attempt_id, report) in &reports {
-        let res = service::tasks::apply_report(
-            &mut tx,
-            state.backoff(),
-            ws,
-            *task_id,
-            *attempt_id,
-            report,
-            &mut ch,
-        )
-        .await;
-        count_report(report.action().as_str(), &res);
+    let outcomes =
+        service::tasks::apply_reports(&mut tx, state.backoff(), ws, &items, &mut ch).await?;
+    let mut results = Vec::with_capacity(items.len());
+    for (item, res) in items.iter().zip(outcomes) {
+        count_report(item.report.action().as_str(), &res);
         results.push(match res {
             Ok(task) => ReportResult {
-                task_id: *task_id,
+                task_id: item.task,
                 status: 200,
                 task: Some(task),
                 error: None,
@@ -255,7 +257,7 @@ pub async fn report(
                 | ApiError::InvalidTransition(_)
                 | ApiError::NotFound(_)),
             ) => ReportResult {
-                task_id: *task_id,
+                task_id: item.task,
                 status: e.status().as_u16(),
                 task: None,
                 error: Some(e.problem()),

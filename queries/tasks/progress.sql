@@ -1,8 +1,0 @@
--- Progress of a running attempt, fenced by the attempt id.
-UPDATE tasks
-SET progress = $3
-WHERE id = $1 AND attempt_id = $2 AND status = 'running'
-RETURNING id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
-       runtime_id AS "runtime_id: RuntimeId", status, priority, payload, progress, result, error,
-       failure_reason, attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
-       run_after, enqueued_at, dispatched_at, started_at, finished_at, seq
