@@ -325,7 +325,7 @@ async fn report_with_another_attempt_id_is_refused_as_attempt_superseded_and_cha
             events_before,
             "a refused report writes no event ({phase})"
         );
-        assert_eq!(app.count("task_attempts").await, 0);
+        assert_eq!(app.count("ops.attempts").await, 0);
         if phase == "dispatched" {
             ok_report(&app, &ws, &id, "start", &attempt).await;
         }
@@ -444,7 +444,7 @@ async fn repeated_complete_answers_200_with_the_current_state_and_no_second_even
     assert_eq!(r.body["result"], json!({ "ok": true }));
     assert_eq!(r.body["finished_at"], first["finished_at"]);
     assert_eq!(count_events(&app.pool, "task.completed", &id).await, 1);
-    assert_eq!(app.count("task_attempts").await, 1);
+    assert_eq!(app.count("ops.attempts").await, 1);
     app.stop().await.unwrap();
 }
 
@@ -462,7 +462,7 @@ async fn repeated_fail_answers_200_with_the_current_state_and_no_second_event() 
     assert_eq!(again["status"], "failed");
     assert_eq!(again["finished_at"], first["finished_at"]);
     assert_eq!(count_events(&app.pool, "task.failed", &id).await, 1);
-    assert_eq!(app.count("task_attempts").await, 1);
+    assert_eq!(app.count("ops.attempts").await, 1);
     app.stop().await.unwrap();
 }
 
@@ -553,6 +553,10 @@ async fn late_attempt_report_is_refused_after_retry() {
     assert_eq!(attempts[1]["attempt_id"], a2.as_str());
     assert_eq!(attempts[1]["outcome"], "completed");
     assert!(attempts[1]["failure_reason"].is_null());
+    assert!(
+        attempts[1]["error"].is_null(),
+        "attempt 1's error is not attempt 2's: {full}"
+    );
     app.stop().await.unwrap();
 }
 
@@ -702,7 +706,7 @@ async fn retry_backoff_doubles_per_attempt_and_is_capped() {
         );
         // Against the server's own clock: the attempt row's finished_at (its transaction's start).
         let finished: DateTime<Utc> =
-            sqlx::query_scalar("SELECT finished_at FROM task_attempts WHERE attempt_id = $1")
+            sqlx::query_scalar("SELECT finished_at FROM ops.attempts WHERE attempt_id = $1")
                 .bind(attempt.parse::<Uuid>().unwrap())
                 .fetch_one(&app.pool)
                 .await
@@ -888,7 +892,7 @@ async fn cancelling_twice_answers_200_with_one_event() {
     assert_eq!(second.body["status"], "cancelled");
     assert_eq!(second.body["finished_at"], first.body["finished_at"]);
     assert_eq!(count_events(&app.pool, "task.cancelled", &id).await, 1);
-    assert_eq!(app.count("task_attempts").await, 1);
+    assert_eq!(app.count("ops.attempts").await, 1);
     app.stop().await.unwrap();
 }
 

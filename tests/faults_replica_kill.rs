@@ -875,7 +875,7 @@ async fn kill_9_one_replica_mid_load_loses_nothing() {
         .map(|(id, n)| (id.to_string(), n))
         .collect();
     let attempt_rows: Vec<(Uuid, Uuid, String, Option<chrono::DateTime<Utc>>)> =
-        sqlx::query_as("SELECT task_id, attempt_id, outcome, started_at FROM task_attempts")
+        sqlx::query_as("SELECT task_id, attempt_id, outcome, started_at FROM ops.attempts")
             .fetch_all(&pool)
             .await
             .unwrap();

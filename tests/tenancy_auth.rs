@@ -48,7 +48,7 @@ async fn rows_of(app: &TestApp, ws: &str) -> Value {
            'runtimes', (SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.id), '[]') FROM runtimes r WHERE r.workspace_id = $1),
            'agents',   (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.id), '[]') FROM agents a WHERE a.workspace_id = $1),
            'tasks',    (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.id), '[]') FROM tasks t WHERE t.workspace_id = $1),
-           'attempts', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.attempt_id), '[]') FROM task_attempts x WHERE x.workspace_id = $1),
+           'attempts', (SELECT coalesce(jsonb_agg(to_jsonb(x) ORDER BY x.attempt_id), '[]') FROM ops.attempts x WHERE x.workspace_id = $1),
            'events',   (SELECT coalesce(jsonb_agg(to_jsonb(e) ORDER BY e.id), '[]') FROM events e WHERE e.workspace_id = $1))",
     )
     .bind(ws)

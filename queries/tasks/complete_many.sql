@@ -1,23 +1,11 @@
--- running → completed for a batch, each fenced by its attempt id, and the finished attempts
--- recorded, in one statement. The caller holds the rows' locks (lock_many.sql).
-WITH done AS (
-    UPDATE tasks t
-    SET status = 'completed', result = v.result, finished_at = now()
-    FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS v (id, attempt_id, result)
-    WHERE t.id = v.id AND t.attempt_id = v.attempt_id AND t.status = 'running'
-    RETURNING t.*
-), recorded AS (
-    INSERT INTO task_attempts (attempt_id, task_id, workspace_id, attempt, runtime_id, dispatched_at,
-                               started_at, finished_at, outcome)
-    SELECT attempt_id, id, workspace_id, attempt, runtime_id, dispatched_at, started_at, finished_at,
-           'completed'
-    FROM done
-    ON CONFLICT (attempt_id) DO NOTHING
-)
-SELECT id AS "id!: TaskId", workspace_id AS "workspace_id!: WorkspaceId", agent_id AS "agent_id!: AgentId",
-       runtime_id AS "runtime_id!: RuntimeId", status AS "status!", priority AS "priority!",
-       payload AS "payload!", progress, result, error, failure_reason, attempt AS "attempt!",
-       max_attempts AS "max_attempts!", attempt_id AS "attempt_id: AttemptId", idempotency_key,
-       run_after AS "run_after!", enqueued_at AS "enqueued_at!", dispatched_at, started_at, finished_at,
-       seq AS "seq!"
-FROM done
+-- running → completed for a batch, each fenced by its attempt id (the predicate of
+-- domain::task::decide). The caller holds the rows' locks (lock_many.sql). The attempt stays on the
+-- task row (ops.attempts).
+UPDATE tasks t
+SET status = 'completed', result = v.result, finished_at = now()
+FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS v (id, attempt_id, result)
+WHERE t.id = v.id AND t.attempt_id = v.attempt_id AND t.status = 'running'
+RETURNING t.id AS "id: TaskId", t.workspace_id AS "workspace_id: WorkspaceId", t.agent_id AS "agent_id: AgentId",
+       t.runtime_id AS "runtime_id: RuntimeId", t.status, t.priority, t.payload, t.progress, t.result, t.error,
+       t.failure_reason, t.attempt, t.max_attempts, t.attempt_id AS "attempt_id: AttemptId", t.idempotency_key,
+       t.run_after, t.enqueued_at, t.dispatched_at, t.started_at, t.finished_at, t.seq

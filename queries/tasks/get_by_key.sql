@@ -1,4 +1,4 @@
--- The task enqueued earlier with this idempotency key (tasks_workspace_id_idempotency_key_key).
+-- The task enqueued earlier with this idempotency key (tasks_idempotency).
 SELECT id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
        runtime_id AS "runtime_id: RuntimeId", status, priority, payload, progress, result, error,
        failure_reason, attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,

@@ -135,21 +135,6 @@ pub async fn flush_last_seen(
     Ok(res.rows_affected())
 }
 
-pub struct ClaimSlots {
-    pub status: String,
-    pub free: i64,
-}
-
-pub async fn claim_slots(
-    conn: &mut PgConnection,
-    id: RuntimeId,
-    ws: WorkspaceId,
-) -> sqlx::Result<Option<ClaimSlots>> {
-    sqlx::query_file_as!(ClaimSlots, "queries/runtimes/claim_slots.sql", id.0, ws.0)
-        .fetch_optional(conn)
-        .await
-}
-
 /// Serialises claims for one runtime within the transaction, so the concurrency limits it checks
 /// cannot be raced by another claim for the same runtime.
 pub async fn lock_for_claim(conn: &mut PgConnection, id: RuntimeId) -> sqlx::Result<()> {

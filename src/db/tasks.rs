@@ -260,38 +260,24 @@ pub struct Claimed {
     pub enqueued_at: DateTime<Utc>,
     pub seq: i64,
     pub definition_version: i32,
+    /// The agent's status before this claim set it `working`.
+    pub agent_was: String,
 }
 
-/// Dispatches up to `max` tasks of the runtime's agents. The caller holds `runtimes::lock_for_claim`.
+/// Dispatches up to `max` tasks of the runtime's agents, within the runtime's and the agents' free
+/// slots; nothing when the runtime is offline or not in the workspace. The caller holds
+/// `runtimes::lock_for_claim`.
 pub async fn claim(
     conn: &mut PgConnection,
     runtime: RuntimeId,
+    ws: WorkspaceId,
     max: i64,
 ) -> sqlx::Result<Vec<Claimed>> {
-    let mut rows = sqlx::query_file_as!(Claimed, "queries/tasks/claim.sql", runtime.0, max)
+    let mut rows = sqlx::query_file_as!(Claimed, "queries/tasks/claim.sql", runtime.0, ws.0, max)
         .fetch_all(conn)
         .await?;
     rows.sort_by_key(|c| (std::cmp::Reverse(c.priority), c.seq));
     Ok(rows)
-}
-
-pub struct WorkingChange {
-    pub id: AgentId,
-    pub workspace_id: WorkspaceId,
-    pub was: String,
-}
-
-pub async fn mark_agents_working(
-    conn: &mut PgConnection,
-    agents: &[AgentId],
-) -> sqlx::Result<Vec<WorkingChange>> {
-    sqlx::query_file_as!(
-        WorkingChange,
-        "queries/tasks/mark_agents_working.sql",
-        &uuids(agents)
-    )
-    .fetch_all(conn)
-    .await
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

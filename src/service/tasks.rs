@@ -98,7 +98,7 @@ pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> ApiResult<Task> {
         .await?
         .ok_or_else(lost_race)?;
     if status.is_active() {
-        db::tasks::insert_attempt(&mut tx, &task, "cancelled", Some("cancelled"), None).await?;
+        // The cancelled attempt stays on the task row (ops.attempts).
         ch.agent_changed(task.agent_id);
     }
     ch.events
@@ -128,33 +128,30 @@ pub async fn claim(
 ) -> ApiResult<ClaimResult> {
     let mut tx = app.pool.begin().await?;
     db::runtimes::lock_for_claim(&mut tx, runtime).await?;
-    let slots = db::runtimes::claim_slots(&mut tx, runtime, ws)
-        .await?
-        .ok_or(ApiError::NotFound("runtime"))?;
-    if slots.status != "online" {
-        return Err(ApiError::RuntimeOffline(runtime.to_string()));
-    }
-    let n = max.min(slots.free);
-    let claimed = if n > 0 {
-        db::tasks::claim(&mut tx, runtime, n).await?
-    } else {
-        Vec::new()
-    };
-    let mut ch = Changes::from(claimed.iter().map(dispatched_event).collect::<Vec<_>>());
-    if !claimed.is_empty() {
-        let mut agents: Vec<AgentId> = claimed.iter().map(|c| c.agent_id).collect();
-        agents.sort();
-        agents.dedup();
-        for change in db::tasks::mark_agents_working(&mut tx, &agents).await? {
-            if change.was != "working" {
-                ch.push(events::agent(
-                    "agent.status",
-                    change.workspace_id,
-                    change.id,
-                    json!({ "status": "working" }),
-                ));
-            }
+    let claimed = db::tasks::claim(&mut tx, runtime, ws, max).await?;
+    if claimed.is_empty() {
+        // Nothing dispatched: say why when it is the runtime's fault.
+        let rt = db::runtimes::get(&mut tx, runtime, ws)
+            .await?
+            .ok_or(ApiError::NotFound("runtime"))?;
+        if rt.status != "online" {
+            return Err(ApiError::RuntimeOffline(runtime.to_string()));
         }
+    }
+    let mut ch = Changes::from(claimed.iter().map(dispatched_event).collect::<Vec<_>>());
+    let mut now_working: Vec<&Claimed> = claimed
+        .iter()
+        .filter(|c| c.agent_was != "working")
+        .collect();
+    now_working.sort_by_key(|c| c.agent_id);
+    now_working.dedup_by_key(|c| c.agent_id);
+    for c in now_working {
+        ch.push(events::agent(
+            "agent.status",
+            c.workspace_id,
+            c.agent_id,
+            json!({ "status": "working" }),
+        ));
     }
     let cancel = db::tasks::take_cancels(&mut tx, &[runtime]).await?;
     commit(app, tx, ch).await?;
@@ -421,7 +418,11 @@ pub async fn fail_active(
     let updated = db::tasks::end_attempt(conn, &end)
         .await?
         .ok_or_else(lost_race)?;
-    db::tasks::insert_attempt(conn, task, "failed", Some(reason.as_str()), error).await?;
+    if updated.status == "queued" {
+        // The next claim overwrites the attempt on the task row: keep it. A final failure stays on
+        // the row (ops.attempts).
+        db::tasks::insert_attempt(conn, task, "failed", Some(reason.as_str()), error).await?;
+    }
     let mut ev = events::task(kind, &updated);
     if let Some(p) = ev.payload.as_object_mut() {
         p.insert("reason".into(), json!(reason.as_str()));
