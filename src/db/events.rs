@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use sqlx::PgConnection;
+use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::ids::{EventId, WorkspaceId};
@@ -27,8 +29,9 @@ pub struct Event {
     pub kind: String,
     pub subject_id: Uuid,
     pub occurred_at: DateTime<Utc>,
+    /// Kept as the JSON text it is stored as: relayed to sockets without being parsed.
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    pub payload: Box<RawValue>,
     /// The writing transaction (log order is `(xact_id, id)`); 0 when not read from the log.
     #[serde(skip)]
     pub xact_id: u64,
@@ -75,27 +78,34 @@ pub async fn insert(conn: &mut PgConnection, events: &[NewEvent]) -> sqlx::Resul
         return Ok(Vec::new());
     }
     let ws: Vec<Uuid> = events.iter().map(|e| e.workspace.0).collect();
-    let kinds: Vec<String> = events.iter().map(|e| e.kind.to_owned()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
     let subjects: Vec<Uuid> = events.iter().map(|e| e.subject).collect();
-    let payloads: Vec<serde_json::Value> = events.iter().map(|e| e.payload.clone()).collect();
+    // Serialised once: bound as jsonb and kept as the stored event's payload.
+    let payloads = events
+        .iter()
+        .map(|e| RawValue::from_string(e.payload.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let bound: Vec<Json<&RawValue>> = payloads.iter().map(|p| Json(&**p)).collect();
     let rows = sqlx::query_file!(
         "queries/events/insert.sql",
         &ws,
-        &kinds,
+        &kinds as &[&str],
         &subjects,
-        &payloads
+        &bound as _
     )
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| Event {
+        .zip(events.iter().zip(payloads))
+        .map(|(r, (e, payload))| Event {
             id: r.id,
-            workspace_id: r.workspace_id,
-            kind: r.r#type,
-            subject_id: r.subject_id,
+            workspace_id: e.workspace,
+            kind: e.kind.to_owned(),
+            subject_id: e.subject,
             occurred_at: r.occurred_at,
-            payload: r.payload,
+            payload,
             xact_id: 0,
         })
         .collect())
@@ -145,7 +155,7 @@ macro_rules! event_from_row {
             kind: $r.r#type,
             subject_id: $r.subject_id,
             occurred_at: $r.occurred_at,
-            payload: $r.payload,
+            payload: $r.payload.0,
             xact_id: parse_xact(&$r.xact_id),
         }
     };

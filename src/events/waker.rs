@@ -68,17 +68,18 @@ impl Waker {
         {
             return;
         }
-        let Some(rt) = e
-            .payload
-            .get("runtime_id")
-            .and_then(|v| serde_json::from_value::<RuntimeId>(v.clone()).ok())
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            runtime_id: Option<RuntimeId>,
+            run_after: Option<DateTime<Utc>>,
+        }
+        let Ok(Fields {
+            runtime_id: Some(rt),
+            run_after,
+        }) = serde_json::from_str(e.payload.get())
         else {
             return;
         };
-        let run_after = e
-            .payload
-            .get("run_after")
-            .and_then(|v| serde_json::from_value::<DateTime<Utc>>(v.clone()).ok());
         match (kind, run_after) {
             ("task.requeued", Some(at)) => self.wake_at(rt, at),
             _ => self.wake(rt),
