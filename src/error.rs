@@ -179,10 +179,20 @@ impl From<sqlx::Error> for ApiError {
                 _ => {}
             }
         }
-        if matches!(
-            err,
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-        ) {
+        // The server is gone, restarting or full, or this pooled connection died with it (pooled
+        // connections are pinged only after a second idle, src/db/mod.rs): retrying will do.
+        let connection_lost = match &err {
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            _ => false,
+        };
+        if connection_lost {
             tracing::warn!(error = %err, "database unavailable");
             return Self::Unavailable("the database is unavailable; retry shortly".into());
         }

@@ -122,6 +122,7 @@ pub fn settings(services: &Services, db: &BenchDb) -> Settings {
 /// A Paddock server running in this process on an ephemeral loopback port.
 pub struct Server {
     pub api: Api,
+    pub addr: std::net::SocketAddr,
     pub admin_token: String,
     /// From calling `serve` until `/readyz` first answered 200.
     pub startup: Duration,
@@ -161,6 +162,7 @@ impl Server {
         }
         Ok(Self {
             api,
+            addr,
             admin_token,
             startup: t0.elapsed(),
             shutdown,
@@ -218,7 +220,9 @@ pub struct Workspace {
 #[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
-    base: String,
+    /// Parsed once: each call only joins its path (the client's own cost counts against the server
+    /// on this shared machine).
+    base: reqwest::Url,
 }
 
 impl Api {
@@ -229,6 +233,7 @@ impl Api {
             .timeout(Duration::from_secs(60))
             .build()
             .context("cannot build the HTTP client")?;
+        let base = reqwest::Url::parse(&base).context("bad server address")?;
         Ok(Self { http, base })
     }
 
@@ -241,7 +246,7 @@ impl Api {
     ) -> anyhow::Result<T> {
         let res = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(self.base.join(path)?)
             .bearer_auth(token)
             .json(body)
             .send()
@@ -268,10 +273,65 @@ impl Api {
 
     /// Whether `/readyz` answers 200 now.
     async fn ready(&self) -> bool {
-        match self.http.get(format!("{}/readyz", self.base)).send().await {
+        let Ok(url) = self.base.join("/readyz") else {
+            return false;
+        };
+        match self.http.get(url).send().await {
             Ok(r) => r.status().is_success(),
             Err(_) => false,
         }
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection, as a daemon holds to its server, driven by hyper directly: a
+/// hot loop over it costs the client little beyond the socket work (the client shares the machine
+/// with the server it measures).
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<axum::body::Bytes>>,
+    host: axum::http::HeaderValue,
+    auth: axum::http::HeaderValue,
+}
+
+impl Conn {
+    pub async fn open(addr: std::net::SocketAddr, token: &str) -> anyhow::Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Self {
+            sender,
+            host: addr.to_string().parse()?,
+            auth: format!("Bearer {token}").parse()?,
+        })
+    }
+
+    /// POSTs a JSON body; any status but 2xx is an error carrying the answer.
+    pub async fn post(
+        &mut self,
+        path: &'static str,
+        body: String,
+    ) -> anyhow::Result<axum::body::Bytes> {
+        use axum::http::header;
+        use http_body_util::BodyExt;
+        self.sender.ready().await?;
+        let req = axum::http::Request::post(path)
+            .header(header::HOST, self.host.clone())
+            .header(header::AUTHORIZATION, self.auth.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(body)))?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!(
+                "POST {path} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(bytes)
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::baseline::{self, Timed};
-use super::harness::{Api, BenchDb, Server, Services, settings};
+use super::harness::{Api, BenchDb, Conn, Server, Services, settings};
 use super::stats::{Latencies, Summary, per_sec, progress, ratio};
 
 /// Not counted: connections open, caches and plans warm up.
@@ -50,7 +50,7 @@ pub async fn run(
     let server = Server::start(settings(services, db)).await?;
     let ws = server.workspace().await?;
     let runtimes = register(&server.api, &ws.daemon, args).await?;
-    let paddock = heartbeats(&server.api, &ws.daemon, &runtimes, clients, measure).await?;
+    let paddock = heartbeats(server.addr, &ws.daemon, &runtimes, clients, measure).await?;
     server.stop().await?;
 
     let pool = db.pool(args.clients as u32).await?;
@@ -120,9 +120,10 @@ struct BeatState {
     status: String,
 }
 
-/// C clients heartbeating one runtime per call, runtimes taken in turn, for warm-up + `measure`.
+/// C clients, each on its own keep-alive connection, heartbeating one runtime per call, runtimes
+/// taken in turn, for warm-up + `measure`.
 async fn heartbeats(
-    api: &Api,
+    addr: std::net::SocketAddr,
     token: &str,
     runtimes: &[Uuid],
     clients: usize,
@@ -135,6 +136,7 @@ async fn heartbeats(
     let workers = (0..clients).map(|_| {
         let (next, bar) = (next.clone(), bar.clone());
         async move {
+            let mut conn = Conn::open(addr, token).await?;
             let mut lat = Latencies::default();
             loop {
                 let t = Instant::now();
@@ -142,13 +144,10 @@ async fn heartbeats(
                     break;
                 }
                 let id = runtimes[next.fetch_add(1, Ordering::Relaxed) % runtimes.len()];
-                let reply: Beat = api
-                    .post(
-                        "/api/v1/daemon/heartbeat",
-                        token,
-                        &json!({ "runtime_ids": [id] }),
-                    )
-                    .await?;
+                let body = format!(r#"{{"runtime_ids":["{id}"]}}"#);
+                let answer = conn.post("/api/v1/daemon/heartbeat", body).await?;
+                let reply: Beat = serde_json::from_slice(&answer)
+                    .with_context(|| format!("heartbeat of runtime {id}: unexpected answer"))?;
                 if let Some(r) = reply.runtimes.iter().find(|r| r.status != "online") {
                     bail!("heartbeat of runtime {id} answered status {:?}", r.status);
                 }

@@ -1,10 +1,14 @@
 //! Redis liveness store: `{prefix}:live:{workspace}:{runtime}` with a TTL per runtime, and
 //! `{prefix}:cancel:{workspace}:{runtime}` while a cancellation waits. Each call is one pipelined
-//! round trip however many runtimes it covers.
+//! round trip however many runtimes it covers, and heartbeats arriving together share one: a
+//! batcher task sends whatever touches are waiting as a single pipeline (one write and one read
+//! instead of one per heartbeat), so that Redis and the socket work grow with the round trips, not
+//! with the heartbeats.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{mpsc, oneshot};
 
 use super::Touched;
 use crate::ids::{RuntimeId, WorkspaceId};
@@ -24,9 +28,19 @@ async fn bounded<T>(
     }
 }
 
+/// Most touches one pipeline carries; more wait for the next round trip.
+const MAX_TOUCHES_PER_TRIP: usize = 512;
+
+struct TouchRequest {
+    keys: Vec<(String, String)>,
+    ttl_ms: u64,
+    reply: oneshot::Sender<anyhow::Result<Vec<Touched>>>,
+}
+
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
+    touches: mpsc::UnboundedSender<TouchRequest>,
 }
 
 impl RedisStore {
@@ -40,9 +54,12 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(200);
         let conn = ConnectionManager::new_with_config(client, config).await?;
+        let (touches, rx) = mpsc::unbounded_channel();
+        tokio::spawn(touch_batcher(conn.clone(), rx));
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
+            touches,
         })
     }
 
@@ -60,26 +77,21 @@ impl RedisStore {
         ids: &[RuntimeId],
         ttl: Duration,
     ) -> anyhow::Result<Vec<Touched>> {
-        let mut pipe = redis::pipe();
-        for &id in ids {
-            // SET … GET returns the previous value: present means the runtime was alive.
-            pipe.cmd("SET")
-                .arg(self.live_key(ws, id))
-                .arg(1)
-                .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .arg("GET");
-            pipe.cmd("GETDEL").arg(self.cancel_key(ws, id));
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<Option<String>> = bounded(pipe.query_async(&mut conn)).await?;
-        Ok(replies
-            .chunks(2)
-            .map(|pair| Touched {
-                was_alive: pair[0].is_some(),
-                cancel_waiting: pair[1].is_some(),
-            })
-            .collect())
+        let (reply, answer) = oneshot::channel();
+        let request = TouchRequest {
+            keys: ids
+                .iter()
+                .map(|&id| (self.live_key(ws, id), self.cancel_key(ws, id)))
+                .collect(),
+            ttl_ms: ttl.as_millis() as u64,
+            reply,
+        };
+        self.touches
+            .send(request)
+            .map_err(|_| anyhow::anyhow!("the redis touch batcher has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the redis touch batcher dropped a heartbeat"))?
     }
 
     pub async fn alive(&self, ids: &[(WorkspaceId, RuntimeId)]) -> anyhow::Result<Vec<bool>> {
@@ -128,5 +140,56 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
         Ok(())
+    }
+}
+
+/// Sends the touches that are waiting, together, until the store is dropped. A failed round trip
+/// fails every heartbeat in it (each falls back to Postgres).
+async fn touch_batcher(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<TouchRequest>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_TOUCHES_PER_TRIP).await > 0 {
+        let mut pipe = redis::pipe();
+        for req in &batch {
+            for (live, cancel) in &req.keys {
+                // SET … GET returns the previous value: present means the runtime was alive.
+                pipe.cmd("SET")
+                    .arg(live)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(req.ttl_ms)
+                    .arg("GET");
+                pipe.cmd("GETDEL").arg(cancel);
+            }
+        }
+        let expected: usize = batch.iter().map(|r| 2 * r.keys.len()).sum();
+        let mut c = conn.clone();
+        let result = bounded(pipe.query_async::<Vec<Option<String>>>(&mut c))
+            .await
+            .and_then(|replies| {
+                anyhow::ensure!(
+                    replies.len() == expected,
+                    "redis answered {} replies to {expected} commands",
+                    replies.len()
+                );
+                Ok(replies)
+            });
+        match result {
+            Ok(replies) => {
+                let mut pairs = replies.chunks(2).map(|pair| Touched {
+                    was_alive: pair[0].is_some(),
+                    cancel_waiting: pair[1].is_some(),
+                });
+                for req in batch.drain(..) {
+                    let touched: Vec<Touched> = pairs.by_ref().take(req.keys.len()).collect();
+                    let _ = req.reply.send(Ok(touched));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(anyhow::anyhow!("{msg}")));
+                }
+            }
+        }
     }
 }
