@@ -107,6 +107,7 @@ async fn readonly_role_reads_ops_views_but_not_token_digests() {
         "task_throughput",
         "stuck_tasks",
         "sweeper_runs",
+        "attempts",
     ] {
         sqlx::query(&format!("SELECT * FROM ops.{view}"))
             .fetch_all(&mut conn)

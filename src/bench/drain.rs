@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::baseline;
-use super::harness::{Api, BenchDb, Server, Services, Workspace, settings};
+use super::harness::{Api, BenchDb, Conn, Server, Services, Workspace, settings};
 use super::stats::{Latencies, Summary, per_sec, progress, ratio};
 
 #[derive(Args, Debug)]
@@ -61,7 +61,7 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
     enqueue(&server.api, &fleet, args).await?;
     let enqueue_time = t_enqueue.elapsed();
 
-    let drained = drain(&server.api, &fleet, args).await?;
+    let drained = drain(server.addr, &fleet, args).await?;
     server.stop().await?;
 
     let pool = db.pool(args.daemons as u32 + 1).await?;
@@ -214,12 +214,16 @@ struct ReportResult {
 }
 
 /// Runs the D daemons until every task is completed.
-async fn drain(api: &Api, fleet: &Fleet, args: &DrainArgs) -> anyhow::Result<Drained> {
+async fn drain(
+    addr: std::net::SocketAddr,
+    fleet: &Fleet,
+    args: &DrainArgs,
+) -> anyhow::Result<Drained> {
     let bar = progress(Some(args.tasks), "drain");
     let t0 = Instant::now();
     let daemons = fleet.runtimes.iter().enumerate().map(|(d, &runtime)| {
         let mine = share(args.tasks, args.daemons, d as u64);
-        daemon(api, &fleet.ws.daemon, runtime, mine, args, &bar)
+        daemon(addr, &fleet.ws.daemon, runtime, mine, args, &bar)
     });
     let results = futures::future::try_join_all(daemons).await?;
     bar.finish_and_clear();
@@ -245,30 +249,38 @@ struct DaemonRun {
     report: Latencies,
 }
 
-/// One simulated daemon: claim → start all → complete all, until `mine` tasks are completed.
+/// One simulated daemon, on its own keep-alive connection: claim → start all → complete all, until
+/// `mine` tasks are completed.
 async fn daemon(
-    api: &Api,
+    addr: std::net::SocketAddr,
     token: &str,
     runtime: Uuid,
     mine: u64,
     args: &DrainArgs,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<DaemonRun> {
+    let mut conn = Conn::open(addr, token).await?;
     let mut run = DaemonRun {
         last_completion: Instant::now(),
         pickup: Latencies::default(),
         claim: Latencies::default(),
         report: Latencies::default(),
     };
-    let claim_body =
-        json!({ "runtime_id": runtime, "max_tasks": args.batch, "wait_ms": args.wait_ms });
+    let claim_body = format!(
+        r#"{{"runtime_id":"{runtime}","max_tasks":{},"wait_ms":{}}}"#,
+        args.batch, args.wait_ms
+    );
     let mut done = 0;
     let mut empty_since: Option<Instant> = None;
     while done < mine {
         let t = Instant::now();
-        let reply: ClaimReply = api.post("/api/v1/daemon/claim", token, &claim_body).await?;
+        let answer = conn
+            .post("/api/v1/daemon/claim", claim_body.clone())
+            .await?;
         let now = Utc::now();
         run.claim.record(t.elapsed());
+        let reply: ClaimReply =
+            serde_json::from_slice(&answer).context("claim: unexpected answer")?;
         if reply.tasks.is_empty() {
             let since = *empty_since.get_or_insert(t);
             if since.elapsed() > Duration::from_secs(60) {
@@ -282,27 +294,23 @@ async fn daemon(
         for task in &reply.tasks {
             run.pickup.record_chrono(now - task.enqueued_at);
         }
-        for action in ["start", "complete"] {
-            let updates: Vec<Value> = reply
+        for (action, extra) in [("start", ""), ("complete", r#","result":{}"#)] {
+            let updates: Vec<String> = reply
                 .tasks
                 .iter()
                 .map(|c| {
-                    let mut u = json!({ "task_id": c.task_id, "attempt_id": c.attempt_id, "action": action });
-                    if action == "complete" {
-                        u["result"] = json!({});
-                    }
-                    u
+                    format!(
+                        r#"{{"task_id":"{}","attempt_id":"{}","action":"{action}"{extra}}}"#,
+                        c.task_id, c.attempt_id
+                    )
                 })
                 .collect();
+            let body = format!(r#"{{"updates":[{}]}}"#, updates.join(","));
             let t = Instant::now();
-            let res: ReportReply = api
-                .post(
-                    "/api/v1/daemon/report",
-                    token,
-                    &json!({ "updates": updates }),
-                )
-                .await?;
+            let answer = conn.post("/api/v1/daemon/report", body).await?;
             run.report.record(t.elapsed());
+            let res: ReportReply =
+                serde_json::from_slice(&answer).context("report: unexpected answer")?;
             if let Some(bad) = res.results.iter().find(|r| r.status != 200) {
                 bail!(
                     "report {action} of task {} answered {}",

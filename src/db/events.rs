@@ -29,7 +29,7 @@ pub struct Event {
     pub kind: String,
     pub subject_id: Uuid,
     pub occurred_at: DateTime<Utc>,
-    /// Kept as the JSON text it is stored as: relayed to sockets without being parsed.
+    // Kept as the JSON text it is stored as: relayed to sockets without being parsed.
     #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     /// The writing transaction (log order is `(xact_id, id)`); 0 when not read from the log.
