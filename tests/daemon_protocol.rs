@@ -978,6 +978,72 @@ async fn report_batch_answers_one_result_per_update_in_order_with_the_single_cal
 }
 
 #[tokio::test]
+async fn report_batch_of_start_then_complete_per_task_applies_each_task_in_order() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 4).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(s(&app.enqueue(&ws, &agent, json!({})).await["id"]));
+    }
+    let c = app.claim(&ws, &rt, 4, 0).await;
+    let tasks = c["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 4, "{c}");
+    let mut updates = Vec::new();
+    for t in tasks {
+        let (id, attempt) = (s(&t["task_id"]), s(&t["attempt_id"]));
+        updates.push(json!({ "task_id": id, "attempt_id": attempt, "action": "start" }));
+        updates.push(json!({ "task_id": id, "attempt_id": attempt, "action": "complete", "result": { "id": id } }));
+    }
+    // A third report of the first task: a repeat of its complete, already applied.
+    let first = updates[1].clone();
+    updates.push(first);
+    let r = app
+        .post(
+            "/api/v1/daemon/report",
+            &ws.daemon,
+            json!({ "updates": updates }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let results = r.body["results"].as_array().expect("results");
+    assert_eq!(results.len(), 9, "{:?}", r.body);
+    for (i, res) in results.iter().enumerate() {
+        assert_eq!(res["status"], 200, "result {i}: {res}");
+        let want = if i % 2 == 0 && i < 8 {
+            "running"
+        } else {
+            "completed"
+        };
+        assert_eq!(res["task"]["status"], want, "result {i}: {res}");
+        assert_eq!(res["task_id"], updates[i]["task_id"], "result {i}: {res}");
+    }
+    for t in tasks {
+        let id = s(&t["task_id"]);
+        let full = task(&app, &ws, &id).await;
+        assert_eq!(full["status"], "completed", "{full}");
+        assert_eq!(full["result"], json!({ "id": id }), "{full}");
+        let kinds: Vec<String> =
+            sqlx::query_scalar("SELECT type FROM events WHERE subject_id = $1 ORDER BY id")
+                .bind(Uuid::parse_str(&id).unwrap())
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            kinds,
+            [
+                "task.queued",
+                "task.dispatched",
+                "task.running",
+                "task.completed"
+            ],
+            "each task's events in order, once"
+        );
+    }
+    assert_eq!(agent_status(&app, &ws, &agent).await, "idle");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn report_batch_with_an_invalid_update_is_refused_whole_with_422() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 2).await;

@@ -6,8 +6,9 @@
 //! * The **listener** `LISTEN`s on a dedicated connection and nudges the reader; when the connection
 //!   drops it reconnects and nudges anyway, so the reader catches up from its last position.
 //! * The **reader** keeps one log position per replica and reads new events below the commit horizon
-//!   (`db::events::feed_after`), delivering each once to the hub. It re-reads shortly while a known
-//!   event is still above the horizon, and every second regardless.
+//!   (`db::events::feed_after`), delivering each once to the hub. A nudge is answered after
+//!   `READ_COALESCE`, so that one read covers the commits arriving together. It re-reads shortly
+//!   while a known event is still above the horizon, and every second regardless.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,6 +26,8 @@ pub const CHANNEL: &str = "paddock_events";
 pub const REVOCATIONS: &str = "paddock_revocations";
 const COALESCE: Duration = Duration::from_millis(2);
 const READ_BATCH: i64 = 1000;
+/// After a nudge, how long the reader waits for more commits before it reads.
+const READ_COALESCE: Duration = Duration::from_millis(3);
 const SAFETY_POLL: Duration = Duration::from_secs(1);
 
 pub async fn notifier(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
@@ -156,7 +159,11 @@ pub async fn reader(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
             SAFETY_POLL
         };
         tokio::select! {
-            _ = hub.feed_nudge.notified() => {}
+            _ = hub.feed_nudge.notified() => {
+                // Let the commits arriving together land first: one read then covers them all
+                // (under load a nudge comes with every commit).
+                tokio::time::sleep(READ_COALESCE).await;
+            }
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,
         }

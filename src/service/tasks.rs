@@ -212,7 +212,8 @@ pub struct ReportItem {
 ///
 /// Set-based: the batch's tasks are locked with one statement, `decide` judges every report, and the
 /// accepted ones are written with one statement per action. A task named twice (start and complete
-/// in one batch) splits the batch into segments so each report is judged after the one before it.
+/// in one batch) is handled in rounds, so each of its reports is judged after the one before it.
+/// Events come in round order: a task's own events keep their order.
 pub async fn apply_reports(
     conn: &mut PgConnection,
     backoff: Backoff,
@@ -229,34 +230,48 @@ pub async fn apply_reports(
         .map(|t| (t.id, t))
         .collect();
     let mut out: Vec<Option<ApiResult<Task>>> = items.iter().map(|_| None).collect();
-    let mut segment: Vec<usize> = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        if segment.iter().any(|&j| items[j].task == item.task) {
-            flush(conn, backoff, items, &segment, &mut tasks, &mut out, ch).await?;
-            segment.clear();
+    // A task's k-th report goes in round k: every round is judged against what the rounds before
+    // it wrote, so each task's reports apply in order, and a batch of "start, complete" per task
+    // takes two rounds however many tasks it names.
+    let mut seen: HashMap<TaskId, usize> = HashMap::new();
+    let rounds: Vec<usize> = items
+        .iter()
+        .map(|it| {
+            let n = seen.entry(it.task).or_default();
+            *n += 1;
+            *n - 1
+        })
+        .collect();
+    let last_round = rounds.iter().copied().max().unwrap_or(0);
+    for round in 0..=last_round {
+        let mut segment: Vec<usize> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if rounds[i] != round {
+                continue;
+            }
+            let Some(task) = tasks.get(&item.task) else {
+                out[i] = Some(Err(ApiError::NotFound("task")));
+                continue;
+            };
+            let action = item.report.action();
+            out[i] = match judge(conn, task, item.attempt, action).await? {
+                Decision::Apply => {
+                    segment.push(i);
+                    None
+                }
+                Decision::AlreadyApplied => Some(Ok(task.clone())),
+                Decision::Superseded => {
+                    Some(Err(ApiError::AttemptSuperseded(item.attempt.to_string())))
+                }
+                Decision::Invalid => Some(Err(ApiError::InvalidTransition(format!(
+                    "cannot {} a {} task",
+                    action.as_str(),
+                    task.status
+                )))),
+            };
         }
-        let Some(task) = tasks.get(&item.task) else {
-            out[i] = Some(Err(ApiError::NotFound("task")));
-            continue;
-        };
-        let action = item.report.action();
-        out[i] = match judge(conn, task, item.attempt, action).await? {
-            Decision::Apply => {
-                segment.push(i);
-                None
-            }
-            Decision::AlreadyApplied => Some(Ok(task.clone())),
-            Decision::Superseded => {
-                Some(Err(ApiError::AttemptSuperseded(item.attempt.to_string())))
-            }
-            Decision::Invalid => Some(Err(ApiError::InvalidTransition(format!(
-                "cannot {} a {} task",
-                action.as_str(),
-                task.status
-            )))),
-        };
+        flush(conn, backoff, items, &segment, &mut tasks, &mut out, ch).await?;
     }
-    flush(conn, backoff, items, &segment, &mut tasks, &mut out, ch).await?;
     Ok(out
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err(lost_race())))
