@@ -1,7 +1,8 @@
 //! `bench heartbeat`: R registered runtimes heartbeating over HTTP as fast as the load allows.
 //!
 //! A pool of C concurrent clients (over keep-alive connections) sends
-//! `POST /daemon/heartbeat {runtime_ids: [one id]}`, taking the runtimes in turn. The first second
+//! `POST /daemon/heartbeat {runtime_ids: [one id]}` (`--runtimes-per-call` ids), taking the runtimes
+//! in turn. The first second
 //! warms up and is not counted; then S seconds are measured. The server is stopped and the baseline
 //! runs `UPDATE runtimes SET last_seen_at = now() WHERE id = $1` on C connections for as long.
 
@@ -34,6 +35,10 @@ pub struct HeartbeatArgs {
     /// Concurrent clients (and baseline connections).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=90))]
     clients: u64,
+    /// Runtimes named in each heartbeat call, as a daemon with that many providers sends them
+    /// (heartbeats/s counts runtimes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    runtimes_per_call: u64,
     /// Concurrent `POST /daemon/register` while setting up.
     #[arg(long, default_value_t = 32)]
     register_concurrency: usize,
@@ -50,7 +55,16 @@ pub async fn run(
     let server = Server::start(settings(services, db)).await?;
     let ws = server.workspace().await?;
     let runtimes = register(&server.api, &ws.daemon, args).await?;
-    let paddock = heartbeats(server.addr, &ws.daemon, &runtimes, clients, measure).await?;
+    let per_call = args.runtimes_per_call as usize;
+    let paddock = heartbeats(
+        server.addr,
+        &ws.daemon,
+        &runtimes,
+        clients,
+        per_call,
+        measure,
+    )
+    .await?;
     server.stop().await?;
 
     let pool = db.pool(args.clients as u32).await?;
@@ -60,8 +74,8 @@ pub async fn run(
     let hps = per_sec(paddock.count, paddock.elapsed);
     let bps = per_sec(base.count, base.elapsed);
     let mut s = Summary::new(format!(
-        "heartbeat: {} runtimes, {} clients, {} s measured (+1 s warm-up)",
-        args.runtimes, args.clients, args.seconds
+        "heartbeat: {} runtimes, {} clients, {} runtime(s) per call, {} s measured (+1 s warm-up)",
+        args.runtimes, args.clients, args.runtimes_per_call, args.seconds
     ));
     s.line(format!(
         "  paddock   {:>9.0} heartbeats/s  p50 {:.2} ms  p99 {:.2} ms  ({} heartbeats)",
@@ -86,6 +100,7 @@ pub async fn run(
     s.num("baseline_p99_ms", base.latency.ms(0.99));
     s.int("runtimes", args.runtimes);
     s.int("clients", args.clients);
+    s.int("runtimes_per_call", args.runtimes_per_call);
     s.int("seconds", args.seconds);
     Ok(s)
 }
@@ -120,13 +135,14 @@ struct BeatState {
     status: String,
 }
 
-/// C clients, each on its own keep-alive connection, heartbeating one runtime per call, runtimes
+/// C clients, each on its own keep-alive connection, heartbeating `per_call` runtimes per call, runtimes
 /// taken in turn, for warm-up + `measure`.
 async fn heartbeats(
     addr: std::net::SocketAddr,
     token: &str,
     runtimes: &[Uuid],
     clients: usize,
+    per_call: usize,
     measure: Duration,
 ) -> anyhow::Result<Timed> {
     let next = Arc::new(AtomicUsize::new(0));
@@ -143,8 +159,12 @@ async fn heartbeats(
                 if t >= end {
                     break;
                 }
-                let id = runtimes[next.fetch_add(1, Ordering::Relaxed) % runtimes.len()];
-                let body = format!(r#"{{"runtime_ids":["{id}"]}}"#);
+                let first = next.fetch_add(per_call, Ordering::Relaxed);
+                let ids: Vec<String> = (first..first + per_call)
+                    .map(|i| format!(r#""{}""#, runtimes[i % runtimes.len()]))
+                    .collect();
+                let id = runtimes[first % runtimes.len()];
+                let body = format!(r#"{{"runtime_ids":[{}]}}"#, ids.join(","));
                 let answer = conn.post("/api/v1/daemon/heartbeat", body).await?;
                 let reply: Beat = serde_json::from_slice(&answer)
                     .with_context(|| format!("heartbeat of runtime {id}: unexpected answer"))?;
@@ -152,8 +172,8 @@ async fn heartbeats(
                     bail!("heartbeat of runtime {id} answered status {:?}", r.status);
                 }
                 if t >= counted_from {
-                    lat.record(t.elapsed());
-                    bar.inc(1);
+                    lat.record_n(t.elapsed(), per_call as u64);
+                    bar.inc(per_call as u64);
                 }
             }
             anyhow::Ok(lat)

@@ -22,7 +22,13 @@ impl Default for Latencies {
 
 impl Latencies {
     pub fn record(&mut self, d: Duration) {
-        self.record_micros(d.as_micros().try_into().unwrap_or(u64::MAX));
+        self.record_n(d, 1);
+    }
+
+    /// `n` events that each took `d` (the runtimes of one heartbeat call).
+    pub fn record_n(&mut self, d: Duration, n: u64) {
+        let us: u64 = d.as_micros().try_into().unwrap_or(u64::MAX);
+        self.0.saturating_record_n(us.max(1), n);
     }
 
     /// A latency taken from two wall clocks (e.g. the server's `enqueued_at`); negative values
