@@ -2,5 +2,5 @@
 -- the attempt's fields on the task row. A task's last attempt stays on the row (ops.attempts).
 INSERT INTO task_attempts (attempt_id, task_id, workspace_id, attempt, runtime_id, dispatched_at,
                            started_at, finished_at, outcome, failure_reason, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, now(), $8, $9, $10)
+VALUES ($1, $2, $3, $4, $5, $6, $7, now(), 'failed', $8, $9)
 ON CONFLICT (attempt_id) DO NOTHING

@@ -2,9 +2,9 @@
 //!
 //! A pool of C concurrent clients (over keep-alive connections) sends
 //! `POST /daemon/heartbeat {runtime_ids: [one id]}` (`--runtimes-per-call` ids), taking the runtimes
-//! in turn. The first second
-//! warms up and is not counted; then S seconds are measured. The server is stopped and the baseline
-//! runs `UPDATE runtimes SET last_seen_at = now() WHERE id = $1` on C connections for as long.
+//! in turn. The first second warms up and is not counted; then S seconds are measured. The server
+//! is stopped and the baseline runs `UPDATE runtimes SET last_seen_at = now() WHERE id = $1` on C
+//! connections for as long.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -83,7 +83,7 @@ pub async fn insert(conn: &mut PgConnection, events: &[NewEvent]) -> sqlx::Resul
     // Serialised once: bound as jsonb and kept as the stored event's payload.
     let payloads = events
         .iter()
-        .map(|e| RawValue::from_string(e.payload.to_string()))
+        .map(|e| serde_json::value::to_raw_value(&e.payload))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(e.into()))?;
     let bound: Vec<Json<&RawValue>> = payloads.iter().map(|p| Json(&**p)).collect();

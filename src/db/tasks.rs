@@ -318,7 +318,6 @@ pub async fn queued_of_agent(conn: &mut PgConnection, agent: AgentId) -> sqlx::R
 pub async fn insert_attempt(
     conn: &mut PgConnection,
     task: &Task,
-    outcome: &str,
     failure_reason: Option<&str>,
     error: Option<&str>,
 ) -> sqlx::Result<()> {
@@ -334,7 +333,6 @@ pub async fn insert_attempt(
         task.runtime_id.0,
         dispatched_at,
         task.started_at,
-        outcome,
         failure_reason,
         error,
     )

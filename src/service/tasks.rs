@@ -334,34 +334,21 @@ async fn flush(
             .collect()
     };
     let mut written: HashMap<TaskId, Task> = HashMap::new();
-    let (starts, progress, completes) = (
-        batch(ReportAction::Start),
-        batch(ReportAction::Progress),
-        batch(ReportAction::Complete),
-    );
-    if !starts.is_empty() {
-        written.extend(
-            db::tasks::start_many(conn, &starts)
-                .await?
-                .into_iter()
-                .map(|t| (t.id, t)),
-        );
-    }
-    if !progress.is_empty() {
-        written.extend(
-            db::tasks::progress_many(conn, &progress)
-                .await?
-                .into_iter()
-                .map(|t| (t.id, t)),
-        );
-    }
-    if !completes.is_empty() {
-        written.extend(
-            db::tasks::complete_many(conn, &completes)
-                .await?
-                .into_iter()
-                .map(|t| (t.id, t)),
-        );
+    for action in [
+        ReportAction::Start,
+        ReportAction::Progress,
+        ReportAction::Complete,
+    ] {
+        let fenced = batch(action);
+        if fenced.is_empty() {
+            continue;
+        }
+        let rows = match action {
+            ReportAction::Start => db::tasks::start_many(conn, &fenced).await?,
+            ReportAction::Progress => db::tasks::progress_many(conn, &fenced).await?,
+            _ => db::tasks::complete_many(conn, &fenced).await?,
+        };
+        written.extend(rows.into_iter().map(|t| (t.id, t)));
     }
     for &i in segment {
         let item = &items[i];
@@ -433,10 +420,10 @@ pub async fn fail_active(
     let updated = db::tasks::end_attempt(conn, &end)
         .await?
         .ok_or_else(lost_race)?;
-    if updated.status == "queued" {
+    if matches!(after, AfterFailure::Requeue { .. }) {
         // The next claim overwrites the attempt on the task row: keep it. A final failure stays on
         // the row (ops.attempts).
-        db::tasks::insert_attempt(conn, task, "failed", Some(reason.as_str()), error).await?;
+        db::tasks::insert_attempt(conn, task, Some(reason.as_str()), error).await?;
     }
     let mut ev = events::task(kind, &updated);
     if let Some(p) = ev.payload.as_object_mut() {
