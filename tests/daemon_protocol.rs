@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::api::{agent_status, deregister, heartbeat_ok, task};
+use common::api::{agent_status, deregister, heartbeat_ok, report_batch, task};
 use common::db::count_events;
 use common::json::{s, ts};
 use common::{TestApp, Ws};
@@ -922,23 +922,20 @@ async fn report_batch_answers_one_result_per_update_in_order_with_the_single_cal
     let (a, b, d) = (&ids[0], &ids[1], &ids[2]);
     let stale = Uuid::new_v4().to_string();
 
-    let r = app
-        .post(
-            "/api/v1/daemon/report",
-            &ws.daemon,
-            json!({ "updates": [
-                { "task_id": a, "attempt_id": attempt_of(a), "action": "start" },
-                { "task_id": a, "attempt_id": attempt_of(a), "action": "complete", "result": { "n": 1 } },
-                { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
-                { "task_id": d, "attempt_id": stale, "action": "start" },
-                { "task_id": d, "attempt_id": attempt_of(d), "action": "complete", "result": { "n": 3 } },
-                { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
-            ] }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let results = r.body["results"].as_array().expect("results");
-    assert_eq!(results.len(), 6, "{:?}", r.body);
+    let results = report_batch(
+        &app,
+        &ws,
+        json!([
+            { "task_id": a, "attempt_id": attempt_of(a), "action": "start" },
+            { "task_id": a, "attempt_id": attempt_of(a), "action": "complete", "result": { "n": 1 } },
+            { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
+            { "task_id": d, "attempt_id": stale, "action": "start" },
+            { "task_id": d, "attempt_id": attempt_of(d), "action": "complete", "result": { "n": 3 } },
+            { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
+        ]),
+    )
+    .await;
+    assert_eq!(results.len(), 6, "{results:?}");
     let want = [
         (a, 200, "", "running"),
         (a, 200, "", "completed"),
@@ -997,16 +994,8 @@ async fn report_batch_of_start_then_complete_per_task_applies_each_task_in_order
     // A third report of the first task: a repeat of its complete, already applied.
     let first = updates[1].clone();
     updates.push(first);
-    let r = app
-        .post(
-            "/api/v1/daemon/report",
-            &ws.daemon,
-            json!({ "updates": updates }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let results = r.body["results"].as_array().expect("results");
-    assert_eq!(results.len(), 9, "{:?}", r.body);
+    let results = report_batch(&app, &ws, json!(updates)).await;
+    assert_eq!(results.len(), 9, "{results:?}");
     for (i, res) in results.iter().enumerate() {
         assert_eq!(res["status"], 200, "result {i}: {res}");
         let want = if i % 2 == 0 && i < 8 {

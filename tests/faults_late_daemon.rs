@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::api::{agent_status, deregister, heartbeat, runtime_status, task};
+use common::api::{agent_status, deregister, heartbeat, report_batch, runtime_status, task};
 use common::json::s;
 use common::problem::assert_problem;
 use common::settings::TICK;
@@ -124,16 +124,8 @@ async fn late_reports_are_refused(app: &TestApp, ws: &Ws, id: &str, attempt: &st
             u
         })
         .collect();
-    let r = app
-        .post(
-            "/api/v1/daemon/report",
-            &ws.daemon,
-            json!({ "updates": updates }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let results = r.body["results"].as_array().expect("results");
-    assert_eq!(results.len(), 4, "{:?}", r.body);
+    let results = report_batch(app, ws, json!(updates)).await;
+    assert_eq!(results.len(), 4, "{results:?}");
     for res in results {
         assert_eq!(res["status"], 409, "batch: {res}");
         assert_eq!(res["error"]["code"], "attempt_superseded", "batch: {res}");

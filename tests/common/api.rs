@@ -1,5 +1,5 @@
-//! Small API calls shared by the test binaries: reads of one resource, heartbeats, deregistration,
-//! `/readyz`.
+//! Small API calls shared by the test binaries: reads of one resource, batch reports, heartbeats,
+//! deregistration, `/readyz`.
 
 use std::time::Duration;
 
@@ -14,6 +14,19 @@ pub async fn task(app: &TestApp, ws: &Ws, id: &str) -> Value {
     let r = app.get(&format!("/api/v1/tasks/{id}"), &ws.member).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     r.body
+}
+
+/// `POST /daemon/report {updates}`; asserts 200 and returns the per-update results.
+pub async fn report_batch(app: &TestApp, ws: &Ws, updates: Value) -> Vec<Value> {
+    let r = app
+        .post(
+            "/api/v1/daemon/report",
+            &ws.daemon,
+            json!({ "updates": updates }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body["results"].as_array().expect("results").clone()
 }
 
 /// `GET /runtimes/{id}`; asserts 200 and returns the body.
