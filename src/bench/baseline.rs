@@ -11,6 +11,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::drain::{Fleet, share};
+use super::harness::run_clients;
 use super::stats::{Latencies, progress};
 
 /// Baseline claim: the best `$2` queued rows of one agent, locked with SKIP LOCKED, dispatched with
@@ -71,7 +72,7 @@ pub async fn drain(
     let t0 = Instant::now();
     let runs = fleet.agents.iter().enumerate().map(|(w, &agent)| {
         let mine = share(tasks, workers, w as u64);
-        let bar = bar.clone();
+        let (bar, pool) = (bar.clone(), pool.clone());
         async move {
             let mut conn = pool.acquire().await?;
             let mut done = 0;
@@ -99,7 +100,7 @@ pub async fn drain(
             anyhow::Ok(Instant::now())
         }
     });
-    let ends = futures::future::try_join_all(runs).await?;
+    let ends = run_clients(runs).await?;
     bar.finish_and_clear();
     Ok(ends
         .into_iter()
@@ -146,7 +147,8 @@ pub async fn heartbeat(
     let end = counted_from + measure;
     let bar = progress(None, "baseline");
     let workers = (0..clients).map(|_| {
-        let (runtimes, next, bar) = (runtimes.clone(), next.clone(), bar.clone());
+        let (runtimes, next, bar, pool) =
+            (runtimes.clone(), next.clone(), bar.clone(), pool.clone());
         async move {
             let mut conn = pool.acquire().await?;
             let mut lat = Latencies::default();
@@ -168,7 +170,7 @@ pub async fn heartbeat(
             anyhow::Ok(lat)
         }
     });
-    let lats = futures::future::try_join_all(workers).await?;
+    let lats = run_clients(workers).await?;
     bar.finish_and_clear();
     Ok(Timed::from_workers(&lats, measure))
 }

@@ -19,10 +19,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::baseline;
-use super::harness::{Api, BenchDb, Conn, Server, Services, Workspace, settings};
+use super::harness::{Api, BenchDb, Conn, Server, Services, Workspace, run_clients, settings};
 use super::stats::{Latencies, Summary, per_sec, progress, ratio};
 
-#[derive(Args, Debug)]
+#[derive(Args, Clone, Debug)]
 pub struct DrainArgs {
     /// Tasks to enqueue and drain.
     #[arg(long)]
@@ -240,9 +240,10 @@ async fn drain(
     let t0 = Instant::now();
     let daemons = fleet.runtimes.iter().enumerate().map(|(d, &runtime)| {
         let mine = share(args.tasks, args.daemons, d as u64);
-        daemon(addr, &fleet.ws.daemon, runtime, mine, args, &bar)
+        let (token, args, bar) = (fleet.ws.daemon.clone(), args.clone(), bar.clone());
+        daemon(addr, token, runtime, mine, args, bar)
     });
-    let results = futures::future::try_join_all(daemons).await?;
+    let results = run_clients(daemons).await?;
     bar.finish_and_clear();
     let mut out = Drained {
         elapsed: Duration::ZERO,
@@ -270,13 +271,13 @@ struct DaemonRun {
 /// `mine` tasks are completed.
 async fn daemon(
     addr: std::net::SocketAddr,
-    token: &str,
+    token: String,
     runtime: Uuid,
     mine: u64,
-    args: &DrainArgs,
-    bar: &indicatif::ProgressBar,
+    args: DrainArgs,
+    bar: indicatif::ProgressBar,
 ) -> anyhow::Result<DaemonRun> {
-    let mut conn = Conn::open(addr, token).await?;
+    let mut conn = Conn::open(addr, &token).await?;
     let mut run = DaemonRun {
         last_completion: Instant::now(),
         pickup: Latencies::default(),

@@ -335,6 +335,28 @@ impl Conn {
     }
 }
 
+/// Runs each client as a task of its own on the runtime's worker threads, as separate daemons
+/// would run, and returns their results in order. The first error (or panic) ends the run; the
+/// clients still going are aborted.
+pub async fn run_clients<T, F>(clients: impl IntoIterator<Item = F>) -> anyhow::Result<Vec<T>>
+where
+    F: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    let mut n = 0;
+    for (i, client) in clients.into_iter().enumerate() {
+        set.spawn(async move { client.await.map(|t| (i, t)) });
+        n += 1;
+    }
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    while let Some(joined) = set.join_next().await {
+        let (i, t) = joined.context("a bench client panicked")??;
+        out[i] = Some(t);
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::database_url;

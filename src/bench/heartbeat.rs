@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::baseline::{self, Timed};
-use super::harness::{Api, BenchDb, Conn, Server, Services, settings};
+use super::harness::{Api, BenchDb, Conn, Server, Services, run_clients, settings};
 use super::stats::{Latencies, Summary, per_sec, progress, ratio};
 
 /// Not counted: connections open, caches and plans warm up.
@@ -145,14 +145,20 @@ async fn heartbeats(
     per_call: usize,
     measure: Duration,
 ) -> anyhow::Result<Timed> {
+    let runtimes: Arc<[Uuid]> = runtimes.into();
     let next = Arc::new(AtomicUsize::new(0));
     let counted_from = Instant::now() + WARMUP;
     let end = counted_from + measure;
     let bar = progress(None, "heartbeat");
     let workers = (0..clients).map(|_| {
-        let (next, bar) = (next.clone(), bar.clone());
+        let (runtimes, next, bar, token) = (
+            runtimes.clone(),
+            next.clone(),
+            bar.clone(),
+            token.to_owned(),
+        );
         async move {
-            let mut conn = Conn::open(addr, token).await?;
+            let mut conn = Conn::open(addr, &token).await?;
             let mut lat = Latencies::default();
             loop {
                 let t = Instant::now();
@@ -179,7 +185,7 @@ async fn heartbeats(
             anyhow::Ok(lat)
         }
     });
-    let lats = futures::future::try_join_all(workers).await?;
+    let lats = run_clients(workers).await?;
     bar.finish_and_clear();
     Ok(Timed::from_workers(&lats, measure))
 }
