@@ -1033,6 +1033,99 @@ async fn report_batch_of_start_then_complete_per_task_applies_each_task_in_order
 }
 
 #[tokio::test]
+async fn report_batch_start_then_complete_written_together_leaves_what_the_two_would() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 3).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(s(&app.enqueue(&ws, &agent, json!({})).await["id"]));
+    }
+    let c = app.claim(&ws, &rt, 3, 0).await;
+    let attempt_of = |id: &str| -> String {
+        let t = c["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task_id"] == id)
+            .expect("claimed");
+        s(&t["attempt_id"])
+    };
+    let (a, b, r) = (&ids[0], &ids[1], &ids[2]);
+    // r is running already: its start below is a repeat, its complete the only write.
+    let pre = report_batch(
+        &app,
+        &ws,
+        json!([{ "task_id": r, "attempt_id": attempt_of(r), "action": "start" }]),
+    )
+    .await;
+    assert_eq!(pre[0]["status"], 200, "{pre:?}");
+    let stale = Uuid::new_v4().to_string();
+    let results = report_batch(
+        &app,
+        &ws,
+        json!([
+            { "task_id": a, "attempt_id": attempt_of(a), "action": "start" },
+            { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
+            { "task_id": r, "attempt_id": attempt_of(r), "action": "start" },
+            { "task_id": a, "attempt_id": attempt_of(a), "action": "complete", "result": { "n": 1 } },
+            { "task_id": b, "attempt_id": stale, "action": "complete", "result": { "n": 2 } },
+            { "task_id": r, "attempt_id": attempt_of(r), "action": "complete", "result": { "n": 3 } },
+        ]),
+    )
+    .await;
+    let want = [
+        (a, 200, "running"),
+        (b, 200, "running"),
+        (r, 200, "running"),
+        (a, 200, "completed"),
+        (b, 409, ""),
+        (r, 200, "completed"),
+    ];
+    for (i, (res, (id, status, task_status))) in results.iter().zip(want).enumerate() {
+        assert_eq!(res["task_id"], id.as_str(), "result {i}: {res}");
+        assert_eq!(res["status"], status, "result {i}: {res}");
+        if status == 200 {
+            assert_eq!(res["task"]["status"], task_status, "result {i}: {res}");
+        } else {
+            assert_eq!(
+                res["error"]["code"], "attempt_superseded",
+                "result {i}: {res}"
+            );
+        }
+    }
+    // a's start answers the task as the start alone leaves it; its complete, as both leave it.
+    let (started, done) = (&results[0]["task"], &results[3]["task"]);
+    assert!(started["started_at"].is_string(), "{started}");
+    assert!(started["finished_at"].is_null(), "{started}");
+    assert!(started["result"].is_null(), "{started}");
+    assert_eq!(done["started_at"], started["started_at"], "{done}");
+    assert!(done["finished_at"].is_string(), "{done}");
+    assert_eq!(done["result"], json!({ "n": 1 }));
+    let ta = task(&app, &ws, a).await;
+    assert_eq!(ta["status"], "completed", "{ta}");
+    assert_eq!(ta["started_at"], started["started_at"], "{ta}");
+    assert_eq!(ta["result"], json!({ "n": 1 }), "{ta}");
+    // b was started, and the complete of another attempt changed nothing.
+    let tb = task(&app, &ws, b).await;
+    assert_eq!(tb["status"], "running", "{tb}");
+    assert!(tb["result"].is_null(), "{tb}");
+    assert_eq!(task(&app, &ws, r).await["result"], json!({ "n": 3 }));
+    for (id, running, completed) in [(a, 1, 1), (b, 1, 0), (r, 1, 1)] {
+        assert_eq!(
+            count_events(&app.pool, "task.running", id).await,
+            running,
+            "{id}"
+        );
+        assert_eq!(
+            count_events(&app.pool, "task.completed", id).await,
+            completed,
+            "{id}"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn report_batch_with_an_invalid_update_is_refused_whole_with_422() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 2).await;

@@ -153,6 +153,8 @@ pub struct Fenced<'a> {
     pub id: TaskId,
     pub attempt: AttemptId,
     pub data: Option<&'a JsonObject>,
+    /// For `complete_many`: the task is dispatched and is started in the same write.
+    pub start: bool,
 }
 
 fn ids_and_attempts(batch: &[Fenced<'_>]) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
@@ -193,8 +195,8 @@ pub async fn progress_many(
     .await
 }
 
-/// running → completed for each task of the batch whose attempt still owns it, recording the
-/// finished attempts.
+/// running → completed (dispatched → completed for a `start` item) for each task of the batch
+/// whose attempt still owns it.
 pub async fn complete_many(
     conn: &mut PgConnection,
     batch: &[Fenced<'_>],
@@ -202,12 +204,14 @@ pub async fn complete_many(
     let (ids, attempts) = ids_and_attempts(batch);
     let empty = JsonObject::new();
     let results = data(batch, &empty);
+    let starts: Vec<bool> = batch.iter().map(|f| f.start).collect();
     sqlx::query_file_as!(
         Task,
         "queries/tasks/complete_many.sql",
         &ids,
         &attempts,
-        &results as _
+        &results as _,
+        &starts
     )
     .fetch_all(conn)
     .await

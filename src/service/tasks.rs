@@ -213,7 +213,9 @@ pub struct ReportItem {
 /// Set-based: the batch's tasks are locked with one statement, `decide` judges every report, and the
 /// accepted ones are written with one statement per action. A task named twice (start and complete
 /// in one batch) is handled in rounds, so each of its reports is judged after the one before it.
-/// Events come in round order: a task's own events keep their order.
+/// Events come in round order: a task's own events keep their order. An accepted start whose next
+/// report completes the same attempt (and would be accepted after it) is written together with that
+/// completion: one row write instead of two, the same row, answers and events.
 pub async fn apply_reports(
     conn: &mut PgConnection,
     backoff: Backoff,
@@ -242,11 +244,25 @@ pub async fn apply_reports(
             *n - 1
         })
         .collect();
+    // Each report's successor: the same task's next report.
+    let mut next: Vec<Option<usize>> = vec![None; items.len()];
+    let mut last_of: HashMap<TaskId, usize> = HashMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(prev) = last_of.insert(item.task, i) {
+            next[prev] = Some(i);
+        }
+    }
+    // Completions written ahead, with the start before them: the report's index → the row.
+    let mut ahead: HashMap<usize, Task> = HashMap::new();
     let last_round = rounds.iter().copied().max().unwrap_or(0);
     for round in 0..=last_round {
-        let mut segment: Vec<usize> = Vec::new();
+        let mut segment: Vec<Planned> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if rounds[i] != round {
+                continue;
+            }
+            if ahead.contains_key(&i) {
+                segment.push(Planned::WrittenAhead(i));
                 continue;
             }
             let Some(task) = tasks.get(&item.task) else {
@@ -256,7 +272,12 @@ pub async fn apply_reports(
             let action = item.report.action();
             out[i] = match judge(conn, task, item.attempt, action).await? {
                 Decision::Apply => {
-                    segment.push(i);
+                    segment.push(
+                        match next[i].filter(|&j| completes_after_start(items, i, j)) {
+                            Some(j) => Planned::StartThenComplete(i, j),
+                            None => Planned::Write(i),
+                        },
+                    );
                     None
                 }
                 Decision::AlreadyApplied => Some(Ok(task.clone())),
@@ -270,7 +291,10 @@ pub async fn apply_reports(
                 )))),
             };
         }
-        flush(conn, backoff, items, &segment, &mut tasks, &mut out, ch).await?;
+        flush(
+            conn, backoff, items, &segment, &mut tasks, &mut ahead, &mut out, ch,
+        )
+        .await?;
     }
     Ok(out
         .into_iter()
@@ -307,29 +331,70 @@ async fn judge(
     Ok(decide(&view, attempt, action))
 }
 
-/// Writes the accepted reports `segment` (indexes into `items`, each naming a different task): one
-/// statement per action, then the events in report order.
+/// How an accepted report of a round is written.
+#[derive(Clone, Copy)]
+enum Planned {
+    /// By its own action's statement.
+    Write(usize),
+    /// A start (the first index) written with the completion that follows it (the second), by the
+    /// complete statement.
+    StartThenComplete(usize, usize),
+    /// A completion written in an earlier round with its start.
+    WrittenAhead(usize),
+}
+
+/// Whether report `j`, the report after `i` of the same task, completes the attempt `i` starts, and
+/// `decide` would accept it once the start is written.
+fn completes_after_start(items: &[ReportItem], i: usize, j: usize) -> bool {
+    let (start, then) = (&items[i], &items[j]);
+    let running = TaskView {
+        status: TaskStatus::Running,
+        attempt_id: Some(start.attempt),
+        started: true,
+        failed_by_agent: false,
+    };
+    matches!(start.report, Report::Start)
+        && matches!(then.report, Report::Complete(_))
+        && decide(&running, then.attempt, ReportAction::Complete) == Decision::Apply
+}
+
+/// Writes the accepted reports `segment` of one round (each naming a different task): one statement
+/// per action, then the events in report order.
+#[allow(clippy::too_many_arguments)]
 async fn flush(
     conn: &mut PgConnection,
     backoff: Backoff,
     items: &[ReportItem],
-    segment: &[usize],
+    segment: &[Planned],
     tasks: &mut HashMap<TaskId, Task>,
+    ahead: &mut HashMap<usize, Task>,
     out: &mut [Option<ApiResult<Task>>],
     ch: &mut Changes,
 ) -> ApiResult<()> {
     let batch = |action: ReportAction| -> Vec<Fenced<'_>> {
         segment
             .iter()
-            .map(|&i| &items[i])
-            .filter(|it| it.report.action() == action)
-            .map(|it| Fenced {
-                id: it.task,
-                attempt: it.attempt,
-                data: match &it.report {
-                    Report::Progress(d) | Report::Complete(d) => Some(d),
-                    Report::Start | Report::Fail { .. } => None,
-                },
+            .filter_map(|p| {
+                // The report whose task and attempt are written, the one whose data is, and
+                // whether the write starts the task as well.
+                let (it, with, start) = match (*p, action) {
+                    (Planned::Write(i), _) if items[i].report.action() == action => {
+                        (&items[i], &items[i], false)
+                    }
+                    (Planned::StartThenComplete(i, j), ReportAction::Complete) => {
+                        (&items[i], &items[j], true)
+                    }
+                    _ => return None,
+                };
+                Some(Fenced {
+                    id: it.task,
+                    attempt: it.attempt,
+                    data: match &with.report {
+                        Report::Progress(d) | Report::Complete(d) => Some(d),
+                        Report::Start | Report::Fail { .. } => None,
+                    },
+                    start,
+                })
             })
             .collect()
     };
@@ -350,7 +415,25 @@ async fn flush(
         };
         written.extend(rows.into_iter().map(|t| (t.id, t)));
     }
-    for &i in segment {
+    for &planned in segment {
+        let i = match planned {
+            Planned::Write(i) | Planned::WrittenAhead(i) => i,
+            Planned::StartThenComplete(i, j) => {
+                // The start's answer and event: the written row as the start alone leaves it.
+                let done = written.remove(&items[i].task).ok_or_else(lost_race)?;
+                let started = Task {
+                    status: TaskStatus::Running.as_str().to_owned(),
+                    result: None,
+                    finished_at: None,
+                    ..done.clone()
+                };
+                ch.push(events::task("task.running", &started));
+                out[i] = Some(Ok(started.clone()));
+                tasks.insert(started.id, started);
+                ahead.insert(j, done);
+                continue;
+            }
+        };
         let item = &items[i];
         let updated = match &item.report {
             Report::Fail { error, retryable } => {
@@ -367,7 +450,10 @@ async fn flush(
                 .await?
             }
             report => {
-                let t = written.remove(&item.task).ok_or_else(lost_race)?;
+                let t = match ahead.remove(&i) {
+                    Some(t) => t,
+                    None => written.remove(&item.task).ok_or_else(lost_race)?,
+                };
                 match report {
                     Report::Start => ch.push(events::task("task.running", &t)),
                     Report::Progress(_) => ch.push(events::task_progress(&t)),
