@@ -826,6 +826,48 @@ async fn cancel_of_a_running_task_is_final_at_once_and_the_daemon_learns_it_in_i
 }
 
 #[tokio::test]
+async fn cancel_reaches_a_daemon_the_liveness_store_had_lost_in_its_next_heartbeat() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
+    let (_, attempt) = claim_one(&app, &ws, &rt).await;
+    ok_report(&app, &ws, &id, "start", &attempt).await;
+    // The runtime's liveness key is gone (expired, or Redis restarted empty): there is nothing to
+    // flag when the cancellation comes, and the runtime is still online in Postgres.
+    let redis = redis::Client::open(app.settings.redis_url.clone().unwrap()).unwrap();
+    let mut conn = redis.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}:live:{}:{}", app.settings.redis_prefix, ws.id, rt);
+    let dropped: i64 = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(dropped, 1, "the runtime had a liveness key");
+
+    let r = app
+        .post(&format!("/api/v1/tasks/{id}/cancel"), &ws.member, json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let flagged: bool = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!flagged, "the cancellation created no liveness key");
+
+    let hb = heartbeat_ok(&app, &ws, &[&rt]).await;
+    assert_eq!(
+        hb["cancel"],
+        json!([{ "task_id": id, "attempt_id": attempt }]),
+        "the next heartbeat tells the daemon: {hb}"
+    );
+    assert_eq!(hb["runtimes"][0]["status"], "online", "{hb}");
+    let hb = heartbeat_ok(&app, &ws, &[&rt]).await;
+    assert_eq!(hb["cancel"], json!([]), "told once: {hb}");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn cancel_of_a_dispatched_task_reaches_the_daemon_in_its_next_claim_reply() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 1).await;

@@ -100,7 +100,7 @@ impl Liveness {
                 m.flag_cancel(ws, id);
                 Ok(())
             }
-            Backend::Redis(r) => r.flag_cancel(ws, id, self.ttl).await,
+            Backend::Redis(r) => r.flag_cancel(ws, id).await,
         }
     }
 

@@ -1,9 +1,11 @@
-//! Redis liveness store: `{prefix}:live:{workspace}:{runtime}` with a TTL per runtime, and
-//! `{prefix}:cancel:{workspace}:{runtime}` while a cancellation waits. Each call is one pipelined
-//! round trip however many runtimes it covers, and heartbeats arriving together share one: a
-//! batcher task sends whatever touches are waiting as a single pipeline (one write and one read
-//! instead of one per heartbeat), so that Redis and the socket work grow with the round trips, not
-//! with the heartbeats.
+//! Redis liveness store: one key per runtime, `{prefix}:live:{workspace}:{runtime}`, with a TTL. Its
+//! value says whether a cancellation waits for the runtime's daemon: `1` none, `c` one waits. A
+//! heartbeat is one command, `SET key 1 PX ttl GET`: the previous value tells whether the runtime
+//! was alive and whether a cancellation waited, and the write clears the flag. Each call is one
+//! pipelined round trip however many runtimes it covers, and heartbeats arriving together share
+//! one: a batcher task sends whatever touches are waiting as a single pipeline (one write and one
+//! read instead of one per heartbeat), so that Redis and the socket work grow with the round trips,
+//! not with the heartbeats.
 
 use std::time::Duration;
 
@@ -31,8 +33,11 @@ async fn bounded<T>(
 /// Most touches one pipeline carries; more wait for the next round trip.
 const MAX_TOUCHES_PER_TRIP: usize = 512;
 
+/// The value of a live key while a cancellation waits (otherwise `1`).
+const CANCEL_WAITING: &str = "c";
+
 struct TouchRequest {
-    keys: Vec<(String, String)>,
+    keys: Vec<String>,
     ttl_ms: u64,
     reply: oneshot::Sender<anyhow::Result<Vec<Touched>>>,
 }
@@ -67,10 +72,6 @@ impl RedisStore {
         format!("{}:live:{}:{}", self.prefix, ws, id)
     }
 
-    fn cancel_key(&self, ws: WorkspaceId, id: RuntimeId) -> String {
-        format!("{}:cancel:{}:{}", self.prefix, ws, id)
-    }
-
     pub async fn touch(
         &self,
         ws: WorkspaceId,
@@ -79,10 +80,7 @@ impl RedisStore {
     ) -> anyhow::Result<Vec<Touched>> {
         let (reply, answer) = oneshot::channel();
         let request = TouchRequest {
-            keys: ids
-                .iter()
-                .map(|&id| (self.live_key(ws, id), self.cancel_key(ws, id)))
-                .collect(),
+            keys: ids.iter().map(|&id| self.live_key(ws, id)).collect(),
             ttl_ms: ttl.as_millis() as u64,
             reply,
         };
@@ -113,26 +111,23 @@ impl RedisStore {
         }
         let mut cmd = redis::cmd("DEL");
         for &(ws, id) in ids {
-            cmd.arg(self.live_key(ws, id)).arg(self.cancel_key(ws, id));
+            cmd.arg(self.live_key(ws, id));
         }
         let mut conn = self.conn.clone();
         let _: i64 = bounded(cmd.query_async(&mut conn)).await?;
         Ok(())
     }
 
-    pub async fn flag_cancel(
-        &self,
-        ws: WorkspaceId,
-        id: RuntimeId,
-        ttl: Duration,
-    ) -> anyhow::Result<()> {
+    /// Flags the runtime's key, if it has one. Without one the runtime is not alive in the store,
+    /// and its next heartbeat reads Postgres anyway (cancellations included).
+    pub async fn flag_cancel(&self, ws: WorkspaceId, id: RuntimeId) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
         let mut cmd = redis::cmd("SET");
-        cmd.arg(self.cancel_key(ws, id))
-            .arg(1)
-            .arg("PX")
-            .arg(ttl.as_millis() as u64);
-        let _: () = bounded(cmd.query_async(&mut conn)).await?;
+        cmd.arg(self.live_key(ws, id))
+            .arg(CANCEL_WAITING)
+            .arg("XX")
+            .arg("KEEPTTL");
+        let _: Option<String> = bounded(cmd.query_async(&mut conn)).await?;
         Ok(())
     }
 
@@ -150,18 +145,18 @@ async fn touch_batcher(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<
     while rx.recv_many(&mut batch, MAX_TOUCHES_PER_TRIP).await > 0 {
         let mut pipe = redis::pipe();
         for req in &batch {
-            for (live, cancel) in &req.keys {
-                // SET … GET returns the previous value: present means the runtime was alive.
+            for live in &req.keys {
+                // SET … GET returns the previous value: present means the runtime was alive, and
+                // `c` that a cancellation waited (the write clears it).
                 pipe.cmd("SET")
                     .arg(live)
                     .arg(1)
                     .arg("PX")
                     .arg(req.ttl_ms)
                     .arg("GET");
-                pipe.cmd("GETDEL").arg(cancel);
             }
         }
-        let expected: usize = batch.iter().map(|r| 2 * r.keys.len()).sum();
+        let expected: usize = batch.iter().map(|r| r.keys.len()).sum();
         let mut c = conn.clone();
         let result = bounded(pipe.query_async::<Vec<Option<String>>>(&mut c))
             .await
@@ -175,12 +170,12 @@ async fn touch_batcher(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<
             });
         match result {
             Ok(replies) => {
-                let mut pairs = replies.chunks(2).map(|pair| Touched {
-                    was_alive: pair[0].is_some(),
-                    cancel_waiting: pair[1].is_some(),
+                let mut touched = replies.into_iter().map(|was| Touched {
+                    was_alive: was.is_some(),
+                    cancel_waiting: was.as_deref() == Some(CANCEL_WAITING),
                 });
                 for req in batch.drain(..) {
-                    let touched: Vec<Touched> = pairs.by_ref().take(req.keys.len()).collect();
+                    let touched: Vec<Touched> = touched.by_ref().take(req.keys.len()).collect();
                     let _ = req.reply.send(Ok(touched));
                 }
             }

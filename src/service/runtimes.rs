@@ -60,8 +60,9 @@ pub struct HeartbeatReply {
 }
 
 /// A heartbeat for some runtimes. Hot path: one liveness-store round trip. Postgres is read only
-/// for runtimes the store did not know as alive (new, revived, or foreign ids), and for waiting
-/// cancellations; if the store fails, heartbeats write `last_seen_at` to Postgres directly.
+/// for runtimes the store did not know as alive (new, revived, or foreign ids; their waiting
+/// cancellations too, as the store flags only runtimes it knows), and for runtimes the store says a
+/// cancellation waits for; if the store fails, heartbeats write `last_seen_at` to Postgres directly.
 pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResult<HeartbeatReply> {
     metrics::counter!("paddock_heartbeats_total").increment(ids.len() as u64);
     let (touched, fallback) = match app.live.touch(ws, ids).await {
@@ -89,7 +90,7 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
     let want_cancels: Vec<RuntimeId> = ids
         .iter()
         .zip(&touched)
-        .filter(|(_, t)| fallback || t.cancel_waiting)
+        .filter(|(_, t)| fallback || t.cancel_waiting || !t.was_alive)
         .map(|(id, _)| *id)
         .collect();
     if to_check.is_empty() && want_cancels.is_empty() {
