@@ -56,6 +56,49 @@ async fn setup(app: &TestApp, max_concurrent: i64) -> (Ws, String, String) {
     (ws, rt, agent)
 }
 
+/// Enqueues `n` tasks for the agent and claims them all; returns each task's id and attempt id, in
+/// enqueue order.
+async fn enqueue_and_claim(
+    app: &TestApp,
+    ws: &Ws,
+    rt: &str,
+    agent: &str,
+    n: usize,
+) -> Vec<(String, String)> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(s(&app.enqueue(ws, agent, json!({})).await["id"]));
+    }
+    let c = app.claim(ws, rt, n as i64, 0).await;
+    let tasks = c["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), n, "{c}");
+    ids.into_iter()
+        .map(|id| {
+            let t = tasks
+                .iter()
+                .find(|t| t["task_id"] == id.as_str())
+                .expect("claimed");
+            let attempt = s(&t["attempt_id"]);
+            (id, attempt)
+        })
+        .collect()
+}
+
+/// Asserts a batch report's results, one per update and in order: each names its update's task and
+/// has the wanted status, and then the task's status (200) or the error code (refusals).
+fn assert_results(results: &[Value], want: &[(&str, u16, &str)]) {
+    assert_eq!(results.len(), want.len(), "{results:?}");
+    for (i, (res, &(id, status, then))) in results.iter().zip(want).enumerate() {
+        assert_eq!(res["task_id"], id, "result {i} is for its update: {res}");
+        assert_eq!(res["status"], status, "result {i}: {res}");
+        if status == 200 {
+            assert_eq!(res["task"]["status"], then, "result {i}: {res}");
+        } else {
+            assert_eq!(res["error"]["code"], then, "result {i}: {res}");
+        }
+    }
+}
+
 fn status_in_heartbeat(reply: &Value, id: &str) -> String {
     let rts = reply["runtimes"].as_array().unwrap();
     let found: Vec<&Value> = rts.iter().filter(|r| r["runtime_id"] == id).collect();
@@ -944,61 +987,36 @@ async fn cancelling_twice_answers_200_with_one_event() {
 async fn report_batch_answers_one_result_per_update_in_order_with_the_single_call_rules() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 3).await;
-    let ids: Vec<String> = {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            v.push(s(&app.enqueue(&ws, &agent, json!({})).await["id"]));
-        }
-        v
+    let claimed = enqueue_and_claim(&app, &ws, &rt, &agent, 3).await;
+    let [(a, att_a), (b, att_b), (d, att_d)] = &claimed[..] else {
+        unreachable!()
     };
-    let c = app.claim(&ws, &rt, 3, 0).await;
-    let attempt_of = |id: &str| -> String {
-        let t = c["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["task_id"] == id)
-            .expect("claimed");
-        s(&t["attempt_id"])
-    };
-    let (a, b, d) = (&ids[0], &ids[1], &ids[2]);
     let stale = Uuid::new_v4().to_string();
 
     let results = report_batch(
         &app,
         &ws,
         json!([
-            { "task_id": a, "attempt_id": attempt_of(a), "action": "start" },
-            { "task_id": a, "attempt_id": attempt_of(a), "action": "complete", "result": { "n": 1 } },
-            { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
+            { "task_id": a, "attempt_id": att_a, "action": "start" },
+            { "task_id": a, "attempt_id": att_a, "action": "complete", "result": { "n": 1 } },
+            { "task_id": b, "attempt_id": att_b, "action": "start" },
             { "task_id": d, "attempt_id": stale, "action": "start" },
-            { "task_id": d, "attempt_id": attempt_of(d), "action": "complete", "result": { "n": 3 } },
-            { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
+            { "task_id": d, "attempt_id": att_d, "action": "complete", "result": { "n": 3 } },
+            { "task_id": b, "attempt_id": att_b, "action": "start" },
         ]),
     )
     .await;
-    assert_eq!(results.len(), 6, "{results:?}");
-    let want = [
-        (a, 200, "", "running"),
-        (a, 200, "", "completed"),
-        (b, 200, "", "running"),
-        (d, 409, "attempt_superseded", ""),
-        (d, 409, "invalid_transition", ""),
-        (b, 200, "", "running"),
-    ];
-    for (i, (res, (id, status, code, task_status))) in results.iter().zip(want).enumerate() {
-        assert_eq!(
-            res["task_id"],
-            id.as_str(),
-            "result {i} is for its update: {res}"
-        );
-        assert_eq!(res["status"], status, "result {i}: {res}");
-        if status == 200 {
-            assert_eq!(res["task"]["status"], task_status, "result {i}: {res}");
-        } else {
-            assert_eq!(res["error"]["code"], code, "result {i}: {res}");
-        }
-    }
+    assert_results(
+        &results,
+        &[
+            (a, 200, "running"),
+            (a, 200, "completed"),
+            (b, 200, "running"),
+            (d, 409, "attempt_superseded"),
+            (d, 409, "invalid_transition"),
+            (b, 200, "running"),
+        ],
+    );
 
     // Applied, with the events of the accepted updates only.
     let ta = task(&app, &ws, a).await;
@@ -1020,16 +1038,9 @@ async fn report_batch_answers_one_result_per_update_in_order_with_the_single_cal
 async fn report_batch_of_start_then_complete_per_task_applies_each_task_in_order() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 4).await;
-    let mut ids = Vec::new();
-    for _ in 0..4 {
-        ids.push(s(&app.enqueue(&ws, &agent, json!({})).await["id"]));
-    }
-    let c = app.claim(&ws, &rt, 4, 0).await;
-    let tasks = c["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 4, "{c}");
+    let claimed = enqueue_and_claim(&app, &ws, &rt, &agent, 4).await;
     let mut updates = Vec::new();
-    for t in tasks {
-        let (id, attempt) = (s(&t["task_id"]), s(&t["attempt_id"]));
+    for (id, attempt) in &claimed {
         updates.push(json!({ "task_id": id, "attempt_id": attempt, "action": "start" }));
         updates.push(json!({ "task_id": id, "attempt_id": attempt, "action": "complete", "result": { "id": id } }));
     }
@@ -1048,14 +1059,13 @@ async fn report_batch_of_start_then_complete_per_task_applies_each_task_in_order
         assert_eq!(res["task"]["status"], want, "result {i}: {res}");
         assert_eq!(res["task_id"], updates[i]["task_id"], "result {i}: {res}");
     }
-    for t in tasks {
-        let id = s(&t["task_id"]);
-        let full = task(&app, &ws, &id).await;
+    for (id, _) in &claimed {
+        let full = task(&app, &ws, id).await;
         assert_eq!(full["status"], "completed", "{full}");
         assert_eq!(full["result"], json!({ "id": id }), "{full}");
         let kinds: Vec<String> =
             sqlx::query_scalar("SELECT type FROM events WHERE subject_id = $1 ORDER BY id")
-                .bind(Uuid::parse_str(&id).unwrap())
+                .bind(Uuid::parse_str(id).unwrap())
                 .fetch_all(&app.pool)
                 .await
                 .unwrap();
@@ -1078,26 +1088,15 @@ async fn report_batch_of_start_then_complete_per_task_applies_each_task_in_order
 async fn report_batch_start_then_complete_written_together_leaves_what_the_two_would() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 3).await;
-    let mut ids = Vec::new();
-    for _ in 0..3 {
-        ids.push(s(&app.enqueue(&ws, &agent, json!({})).await["id"]));
-    }
-    let c = app.claim(&ws, &rt, 3, 0).await;
-    let attempt_of = |id: &str| -> String {
-        let t = c["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["task_id"] == id)
-            .expect("claimed");
-        s(&t["attempt_id"])
+    let claimed = enqueue_and_claim(&app, &ws, &rt, &agent, 3).await;
+    let [(a, att_a), (b, att_b), (r, att_r)] = &claimed[..] else {
+        unreachable!()
     };
-    let (a, b, r) = (&ids[0], &ids[1], &ids[2]);
     // r is running already: its start below is a repeat, its complete the only write.
     let pre = report_batch(
         &app,
         &ws,
-        json!([{ "task_id": r, "attempt_id": attempt_of(r), "action": "start" }]),
+        json!([{ "task_id": r, "attempt_id": att_r, "action": "start" }]),
     )
     .await;
     assert_eq!(pre[0]["status"], 200, "{pre:?}");
@@ -1106,35 +1105,26 @@ async fn report_batch_start_then_complete_written_together_leaves_what_the_two_w
         &app,
         &ws,
         json!([
-            { "task_id": a, "attempt_id": attempt_of(a), "action": "start" },
-            { "task_id": b, "attempt_id": attempt_of(b), "action": "start" },
-            { "task_id": r, "attempt_id": attempt_of(r), "action": "start" },
-            { "task_id": a, "attempt_id": attempt_of(a), "action": "complete", "result": { "n": 1 } },
+            { "task_id": a, "attempt_id": att_a, "action": "start" },
+            { "task_id": b, "attempt_id": att_b, "action": "start" },
+            { "task_id": r, "attempt_id": att_r, "action": "start" },
+            { "task_id": a, "attempt_id": att_a, "action": "complete", "result": { "n": 1 } },
             { "task_id": b, "attempt_id": stale, "action": "complete", "result": { "n": 2 } },
-            { "task_id": r, "attempt_id": attempt_of(r), "action": "complete", "result": { "n": 3 } },
+            { "task_id": r, "attempt_id": att_r, "action": "complete", "result": { "n": 3 } },
         ]),
     )
     .await;
-    let want = [
-        (a, 200, "running"),
-        (b, 200, "running"),
-        (r, 200, "running"),
-        (a, 200, "completed"),
-        (b, 409, ""),
-        (r, 200, "completed"),
-    ];
-    for (i, (res, (id, status, task_status))) in results.iter().zip(want).enumerate() {
-        assert_eq!(res["task_id"], id.as_str(), "result {i}: {res}");
-        assert_eq!(res["status"], status, "result {i}: {res}");
-        if status == 200 {
-            assert_eq!(res["task"]["status"], task_status, "result {i}: {res}");
-        } else {
-            assert_eq!(
-                res["error"]["code"], "attempt_superseded",
-                "result {i}: {res}"
-            );
-        }
-    }
+    assert_results(
+        &results,
+        &[
+            (a, 200, "running"),
+            (b, 200, "running"),
+            (r, 200, "running"),
+            (a, 200, "completed"),
+            (b, 409, "attempt_superseded"),
+            (r, 200, "completed"),
+        ],
+    );
     // a's start answers the task as the start alone leaves it; its complete, as both leave it.
     let (started, done) = (&results[0]["task"], &results[3]["task"]);
     assert!(started["started_at"].is_string(), "{started}");
@@ -1171,20 +1161,12 @@ async fn report_batch_start_then_complete_written_together_leaves_what_the_two_w
 async fn report_batch_with_an_invalid_update_is_refused_whole_with_422() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 2).await;
-    let a = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
-    let b = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
-    let c = app.claim(&ws, &rt, 2, 0).await;
-    let attempt_of = |id: &str| -> String {
-        let t = c["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["task_id"] == id)
-            .expect("claimed");
-        s(&t["attempt_id"])
+    let claimed = enqueue_and_claim(&app, &ws, &rt, &agent, 2).await;
+    let [(a, att_a), (b, att_b)] = &claimed[..] else {
+        unreachable!()
     };
-    let before_a = task(&app, &ws, &a).await;
-    let before_b = task(&app, &ws, &b).await;
+    let before_a = task(&app, &ws, a).await;
+    let before_b = task(&app, &ws, b).await;
     let events_before = app.count("events").await;
 
     let r = app
@@ -1192,9 +1174,9 @@ async fn report_batch_with_an_invalid_update_is_refused_whole_with_422() {
             "/api/v1/daemon/report",
             &ws.daemon,
             json!({ "updates": [
-                { "task_id": a, "attempt_id": attempt_of(&a), "action": "start" },
-                { "task_id": b, "attempt_id": attempt_of(&b), "action": "start" },
-                { "task_id": b, "attempt_id": attempt_of(&b), "action": "complete" },
+                { "task_id": a, "attempt_id": att_a, "action": "start" },
+                { "task_id": b, "attempt_id": att_b, "action": "start" },
+                { "task_id": b, "attempt_id": att_b, "action": "complete" },
             ] }),
         )
         .await;
@@ -1205,8 +1187,8 @@ async fn report_batch_with_an_invalid_update_is_refused_whole_with_422() {
         r.body
     );
     assert_eq!(r.code(), "validation_failed");
-    assert_eq!(task(&app, &ws, &a).await, before_a, "nothing applied");
-    assert_eq!(task(&app, &ws, &b).await, before_b, "nothing applied");
+    assert_eq!(task(&app, &ws, a).await, before_a, "nothing applied");
+    assert_eq!(task(&app, &ws, b).await, before_b, "nothing applied");
     assert_eq!(app.count("events").await, events_before);
     app.stop().await.unwrap();
 }

@@ -71,6 +71,7 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
             tracing::warn!(error = %e, "liveness store failed; heartbeat falls back to Postgres");
             metrics::counter!("paddock_liveness_errors_total", "op" => "touch").increment(1);
             metrics::counter!("paddock_liveness_fallbacks_total", "op" => "heartbeat").increment(1);
+            // Known to no store: every runtime is checked in Postgres, cancellations included.
             (vec![Default::default(); ids.len()], true)
         }
     };
@@ -90,7 +91,7 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
     let want_cancels: Vec<RuntimeId> = ids
         .iter()
         .zip(&touched)
-        .filter(|(_, t)| fallback || t.cancel_waiting || !t.was_alive)
+        .filter(|(_, t)| t.cancel_waiting || !t.was_alive)
         .map(|(id, _)| *id)
         .collect();
     if to_check.is_empty() && want_cancels.is_empty() {
