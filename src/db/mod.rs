@@ -13,7 +13,7 @@ pub mod workspaces;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, PgPool, Postgres, Transaction};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -44,6 +44,20 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .connect_with(opts)
         .await?;
     Ok(pool)
+}
+
+/// Begins a transaction of the task hot path (enqueue, claim, reports, cancel) whose statements are
+/// all lookups by key, with generic plans: each statement is planned once per connection.
+///
+/// Postgres plans a prepared statement's first five runs with its parameter values, then keeps a
+/// generic plan only if it is costed no higher. A generic plan prices `id = ANY($1)` at ten array
+/// elements, so statements that take one id in an array (the agents a batch changed, the runtime a
+/// claim serves) were planned afresh on every run; the claim's plan alone costs milliseconds. The
+/// setting is `SET LOCAL` in the same round trip as `BEGIN`, so it ends with the transaction: list
+/// queries, whose optional filters need the values to pick an index, keep planning per run.
+pub async fn begin_hot(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    pool.begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+        .await
 }
 
 /// Converts typed ids to the `uuid[]` a query takes.

@@ -28,7 +28,7 @@ pub struct Enqueue<'a> {
 
 /// Enqueues a task; returns it and whether it was created now (false: idempotency key reused).
 pub async fn enqueue(app: &App, ws: WorkspaceId, req: &Enqueue<'_>) -> ApiResult<(Task, bool)> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin_hot(&app.pool).await?;
     if let Some(key) = req.idempotency_key
         && let Some(existing) = db::tasks::get_by_key(&mut tx, ws, key).await?
     {
@@ -68,7 +68,7 @@ pub async fn enqueue(app: &App, ws: WorkspaceId, req: &Enqueue<'_>) -> ApiResult
 
 /// Cancels a queued, dispatched or running task. Cancelling a cancelled task answers its state.
 pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> ApiResult<Task> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin_hot(&app.pool).await?;
     let task = db::tasks::lock(&mut tx, id, ws)
         .await?
         .ok_or(ApiError::NotFound("task"))?;
@@ -126,7 +126,7 @@ pub async fn claim(
     runtime: RuntimeId,
     max: i64,
 ) -> ApiResult<ClaimResult> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin_hot(&app.pool).await?;
     db::runtimes::lock_for_claim(&mut tx, runtime).await?;
     let claimed = db::tasks::claim(&mut tx, runtime, ws, max).await?;
     if claimed.is_empty() {

@@ -5,6 +5,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Daemon;
+use crate::db;
 use crate::db::tasks::Task;
 use crate::domain::values::JsonObject;
 use crate::error::{ApiError, ApiResult};
@@ -74,7 +75,7 @@ async fn report_one(
         attempt,
         report,
     };
-    let mut tx = state.pool.begin().await?;
+    let mut tx = db::begin_hot(&state.pool).await?;
     let mut ch = service::Changes::default();
     let res = service::tasks::apply_reports(&mut tx, state.backoff(), ws, &[item], &mut ch)
         .await
@@ -237,7 +238,7 @@ pub async fn report(
             report: u.report()?,
         });
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = db::begin_hot(&state.pool).await?;
     let mut ch = service::Changes::default();
     let outcomes =
         service::tasks::apply_reports(&mut tx, state.backoff(), ws, &items, &mut ch).await?;
