@@ -16,7 +16,8 @@ pub struct NewEvent {
     pub workspace: WorkspaceId,
     pub kind: &'static str,
     pub subject: Uuid,
-    pub payload: serde_json::Value,
+    /// Serialised when the event is made (`crate::events`).
+    pub payload: Box<RawValue>,
 }
 
 /// A stored event, as sent to clients (`{id, type, subject_id, occurred_at, payload}`).
@@ -73,39 +74,34 @@ fn parse_xact(s: &str) -> u64 {
     s.parse().unwrap_or(0)
 }
 
-pub async fn insert(conn: &mut PgConnection, events: &[NewEvent]) -> sqlx::Result<Vec<Event>> {
+pub async fn insert(conn: &mut PgConnection, events: Vec<NewEvent>) -> sqlx::Result<Vec<Event>> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let ws: Vec<Uuid> = events.iter().map(|e| e.workspace.0).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
     let subjects: Vec<Uuid> = events.iter().map(|e| e.subject).collect();
-    // Serialised once: bound as jsonb and kept as the stored event's payload.
-    let payloads = events
-        .iter()
-        .map(|e| serde_json::value::to_raw_value(&e.payload))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| sqlx::Error::Encode(e.into()))?;
-    let bound: Vec<Json<&RawValue>> = payloads.iter().map(|p| Json(&**p)).collect();
+    // Bound as text, stored as that json text, and kept as the stored event's payload.
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload.get()).collect();
     let rows = sqlx::query_file!(
         "queries/events/insert.sql",
         &ws,
         &kinds as &[&str],
         &subjects,
-        &bound as _
+        &payloads as &[&str]
     )
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .zip(events.iter().zip(payloads))
-        .map(|(r, (e, payload))| Event {
+        .zip(events)
+        .map(|(r, e)| Event {
             id: r.id,
             workspace_id: e.workspace,
             kind: e.kind.to_owned(),
             subject_id: e.subject,
             occurred_at: r.occurred_at,
-            payload,
+            payload: e.payload,
             xact_id: 0,
         })
         .collect())

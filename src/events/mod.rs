@@ -5,31 +5,102 @@ pub mod feed;
 pub mod hub;
 pub mod waker;
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::db::events::NewEvent;
-use crate::db::tasks::Task;
-use crate::ids::{AgentId, RuntimeId, WorkspaceId};
+use crate::db::tasks::{Claimed, Task};
+use crate::ids::{AgentId, AttemptId, RuntimeId, TaskId, WorkspaceId};
 
 pub use hub::Hub;
 pub use waker::Waker;
 
+/// Serialises an event's payload once, when the event is made: it is bound as this text, stored as it
+/// and relayed as it. The task events, three per task on the hot path, serialise a struct straight to
+/// text rather than build a `serde_json::Value` map first.
+fn raw(payload: &impl Serialize) -> Box<RawValue> {
+    // Payloads are structs and string-keyed maps of plain values: serialising them cannot fail.
+    serde_json::value::to_raw_value(payload).expect("an event payload serialises")
+}
+
+/// The payload of a `task.*` event: the fields a watcher needs without a read-back.
+#[derive(Serialize)]
+struct TaskFields<'a> {
+    task_id: TaskId,
+    agent_id: AgentId,
+    runtime_id: RuntimeId,
+    status: &'a str,
+    attempt: i32,
+    attempt_id: Option<AttemptId>,
+    failure_reason: Option<&'a str>,
+    run_after: DateTime<Utc>,
+    priority: i32,
+    /// Why the attempt ended (failures and requeues only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    /// The daemon's error, `null` when there is none (failures and requeues only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Option<&'a str>>,
+}
+
 /// `task.*` event carrying the fields a watcher needs without a read-back.
 pub fn task(kind: &'static str, t: &Task) -> NewEvent {
+    task_event(kind, t, None)
+}
+
+/// `task.failed` / `task.requeued`: a `task.*` event that also says why the attempt ended.
+pub fn task_ended(kind: &'static str, t: &Task, reason: &str, error: Option<&str>) -> NewEvent {
+    task_event(kind, t, Some((reason, error)))
+}
+
+fn task_event(kind: &'static str, t: &Task, ended: Option<(&str, Option<&str>)>) -> NewEvent {
+    let fields = TaskFields {
+        task_id: t.id,
+        agent_id: t.agent_id,
+        runtime_id: t.runtime_id,
+        status: &t.status,
+        attempt: t.attempt,
+        attempt_id: t.attempt_id,
+        failure_reason: t.failure_reason.as_deref(),
+        run_after: t.run_after,
+        priority: t.priority,
+        reason: ended.map(|(reason, _)| reason),
+        error: ended.map(|(_, error)| error),
+    };
     NewEvent {
         workspace: t.workspace_id,
         kind,
         subject: t.id.0,
-        payload: json!({
-            "task_id": t.id,
-            "agent_id": t.agent_id,
-            "runtime_id": t.runtime_id,
-            "status": t.status,
-            "attempt": t.attempt,
-            "attempt_id": t.attempt_id,
-            "failure_reason": t.failure_reason,
-            "run_after": t.run_after,
-            "priority": t.priority,
+        payload: raw(&fields),
+    }
+}
+
+/// `task.dispatched`, for a task a claim handed out.
+pub fn dispatched(c: &Claimed) -> NewEvent {
+    #[derive(Serialize)]
+    struct Fields {
+        task_id: TaskId,
+        agent_id: AgentId,
+        runtime_id: RuntimeId,
+        status: &'static str,
+        attempt: i32,
+        attempt_id: AttemptId,
+        priority: i32,
+    }
+    NewEvent {
+        workspace: c.workspace_id,
+        kind: "task.dispatched",
+        subject: c.id.0,
+        payload: raw(&Fields {
+            task_id: c.id,
+            agent_id: c.agent_id,
+            runtime_id: c.runtime_id,
+            status: "dispatched",
+            attempt: c.attempt,
+            attempt_id: c.attempt_id,
+            priority: c.priority,
         }),
     }
 }
@@ -40,7 +111,7 @@ pub fn task_progress(t: &Task) -> NewEvent {
         workspace: t.workspace_id,
         kind: "task.updated",
         subject: t.id.0,
-        payload: json!({
+        payload: raw(&json!({
             "task_id": t.id,
             "agent_id": t.agent_id,
             "runtime_id": t.runtime_id,
@@ -48,7 +119,7 @@ pub fn task_progress(t: &Task) -> NewEvent {
             "attempt_id": t.attempt_id,
             "progress": t.progress,
             "notify": false,
-        }),
+        })),
     }
 }
 
@@ -87,6 +158,6 @@ fn subject_event(
         workspace: ws,
         kind,
         subject: id,
-        payload,
+        payload: raw(&payload),
     }
 }

@@ -58,7 +58,7 @@ pub async fn commit(
 ) -> ApiResult<()> {
     let mut ch = changes.into();
     refresh_agents(&mut tx, &ch.agents, &mut ch.events).await?;
-    let stored = db::events::insert(&mut tx, &ch.events).await?;
+    let stored = db::events::insert(&mut tx, ch.events).await?;
     tx.commit().await?;
     app.hub.committed(stored);
     Ok(())

@@ -8,7 +8,6 @@ use sqlx::PgConnection;
 
 use super::{Changes, commit};
 use crate::db;
-use crate::db::events::NewEvent;
 use crate::db::tasks::{CancelNotice, Claimed, EndAttempt, Fenced, NewTask, Task};
 use crate::domain::retry::{AfterFailure, Backoff};
 use crate::domain::task::{Decision, FailureReason, ReportAction, TaskStatus, TaskView, decide};
@@ -138,7 +137,7 @@ pub async fn claim(
             return Err(ApiError::RuntimeOffline(runtime.to_string()));
         }
     }
-    let mut ch = Changes::from(claimed.iter().map(dispatched_event).collect::<Vec<_>>());
+    let mut ch = Changes::from(claimed.iter().map(events::dispatched).collect::<Vec<_>>());
     let mut now_working: Vec<&Claimed> = claimed
         .iter()
         .filter(|c| c.agent_was != "working")
@@ -159,23 +158,6 @@ pub async fn claim(
         tasks: claimed,
         cancel,
     })
-}
-
-fn dispatched_event(c: &Claimed) -> NewEvent {
-    NewEvent {
-        workspace: c.workspace_id,
-        kind: "task.dispatched",
-        subject: c.id.0,
-        payload: json!({
-            "task_id": c.id,
-            "agent_id": c.agent_id,
-            "runtime_id": c.runtime_id,
-            "status": "dispatched",
-            "attempt": c.attempt,
-            "attempt_id": c.attempt_id,
-            "priority": c.priority,
-        }),
-    }
 }
 
 /// A daemon's report about one attempt.
@@ -511,12 +493,7 @@ pub async fn fail_active(
         // the row (ops.attempts).
         db::tasks::insert_attempt(conn, task, Some(reason.as_str()), error).await?;
     }
-    let mut ev = events::task(kind, &updated);
-    if let Some(p) = ev.payload.as_object_mut() {
-        p.insert("reason".into(), json!(reason.as_str()));
-        p.insert("error".into(), json!(error));
-    }
-    ch.push(ev);
+    ch.push(events::task_ended(kind, &updated, reason.as_str(), error));
     ch.agent_changed(task.agent_id);
     Ok(updated)
 }
