@@ -344,12 +344,10 @@ where
     T: Send + 'static,
 {
     let mut set = tokio::task::JoinSet::new();
-    let mut n = 0;
     for (i, client) in clients.into_iter().enumerate() {
         set.spawn(async move { client.await.map(|t| (i, t)) });
-        n += 1;
     }
-    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    let mut out: Vec<Option<T>> = (0..set.len()).map(|_| None).collect();
     while let Some(joined) = set.join_next().await {
         let (i, t) = joined.context("a bench client panicked")??;
         out[i] = Some(t);
