@@ -15,7 +15,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::db;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::ids::{TokenId, WorkspaceId};
 use crate::state::AppState;
 

@@ -10,7 +10,6 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod embedded;
-pub mod error;
 pub mod events;
 pub mod http;
 pub mod ids;
@@ -99,12 +98,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let state = build(settings, shutdown.clone()).await?;
     let tracker = TaskTracker::new();
-    tracker.spawn(live::flusher::run(
-        state.pool.clone(),
-        state.live.clone(),
-        state.settings.heartbeat_flush_interval,
-        shutdown.clone(),
-    ));
+    tracker.spawn(live::flusher::run(state.clone(), shutdown.clone()));
     tracker.spawn(state.hub.waker.clone().run_timers(shutdown.clone()));
     tracker.spawn(sweep::run(state.clone(), shutdown.clone()));
     tracker.spawn(events::feed::notifier(

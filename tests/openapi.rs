@@ -22,9 +22,8 @@ fn refs(v: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-#[tokio::test]
-async fn openapi_document_covers_every_route_and_matches_the_snapshot() {
-    let app = TestApp::spawn().await;
+/// The served document, parsed.
+async fn served_document(app: &TestApp) -> (String, Value) {
     let res = app
         .http
         .get(format!("{}/openapi.json", app.base))
@@ -33,7 +32,103 @@ async fn openapi_document_covers_every_route_and_matches_the_snapshot() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let text = res.text().await.unwrap();
-    let doc: Value = serde_json::from_str(&text).unwrap();
+    let doc = serde_json::from_str(&text).unwrap();
+    (text, doc)
+}
+
+/// What validators and client generators read: the document validates against the OpenAPI 3.1
+/// schema (vendored from the OpenAPI Initiative, `tests/schemas/openapi-3.1.json`, id 2022-10-07),
+/// every response has a description, and no two operations share an operationId.
+#[tokio::test]
+async fn openapi_document_is_valid_openapi_3_1() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = served_document(&app).await;
+    let schema: Value = serde_json::from_str(include_str!("schemas/openapi-3.1.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the OpenAPI 3.1 schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "not valid OpenAPI 3.1: {errors:#?}");
+    // The check bites: a response without its description is refused.
+    let mut broken = doc.clone();
+    broken["paths"]["/healthz"]["get"]["responses"]["200"]
+        .as_object_mut()
+        .unwrap()
+        .remove("description");
+    assert!(!validator.is_valid(&broken));
+
+    let mut ids = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(
+                ids.insert(id.to_owned()),
+                "operationId {id} repeats ({method} {path})"
+            );
+            for (code, res) in op["responses"].as_object().unwrap() {
+                assert!(
+                    res["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{method} {path} {code} has no description"
+                );
+            }
+        }
+    }
+    // Every enum of the API lists its values.
+    let schemas = &doc["components"]["schemas"];
+    for (name, values) in [
+        (
+            "TaskStatus",
+            vec![
+                "queued",
+                "dispatched",
+                "running",
+                "completed",
+                "failed",
+                "cancelled",
+            ],
+        ),
+        (
+            "FailureReason",
+            vec![
+                "agent_error",
+                "runtime_offline",
+                "dispatch_timeout",
+                "running_timeout",
+                "queued_expired",
+                "cancelled",
+            ],
+        ),
+        (
+            "ReportAction",
+            vec!["start", "progress", "complete", "fail"],
+        ),
+        ("RuntimeStatus", vec!["online", "offline"]),
+        ("AgentStatus", vec!["idle", "working", "offline"]),
+        (
+            "ErrorCode",
+            vec!["unauthorized", "not_found", "attempt_superseded"],
+        ),
+    ] {
+        let listed: Vec<&str> = schemas[name]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name} lists no values"))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for v in values {
+            assert!(listed.contains(&v), "{name} lacks {v}");
+        }
+    }
+    assert_eq!(schemas["EventType"]["enum"].as_array().unwrap().len(), 16);
+}
+
+#[tokio::test]
+async fn openapi_document_covers_every_route_and_matches_the_snapshot() {
+    let app = TestApp::spawn().await;
+    let (_, doc) = served_document(&app).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
 
     let paths = doc["paths"].as_object().unwrap();

@@ -16,4 +16,4 @@ FROM (
     WHERE a2.id = ANY($1)
 ) s
 WHERE a.id = s.id AND a.status <> s.status
-RETURNING a.id AS "id: AgentId", a.workspace_id AS "workspace_id: WorkspaceId", a.status
+RETURNING a.id AS "id: AgentId", a.workspace_id AS "workspace_id: WorkspaceId", a.status AS "status: AgentStatus"

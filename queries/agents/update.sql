@@ -8,4 +8,4 @@ SET name = coalesce($3, name),
 WHERE id = $1 AND workspace_id = $2 AND archived_at IS NULL
 RETURNING id AS "id: AgentId", workspace_id AS "workspace_id: WorkspaceId",
           runtime_id AS "runtime_id: RuntimeId", name, max_concurrent_tasks, definition,
-          definition_version, status, archived_at, created_at, updated_at
+          definition_version, status AS "status: AgentStatus", archived_at, created_at, updated_at

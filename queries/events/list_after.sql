@@ -5,7 +5,7 @@
 -- after everything delivered here. Uses events_workspace_pos (workspace_id, xact_id, id).
 -- $2/$3: the position (xact_id as text, id) to resume after; $4: also require id > $4 (resume after
 -- an id whose row is gone).
-SELECT id, workspace_id AS "workspace_id: WorkspaceId", type, subject_id, payload AS "payload: Json<Box<RawValue>>", occurred_at,
+SELECT id, workspace_id AS "workspace_id: WorkspaceId", type AS "kind: EventType", subject_id, payload AS "payload: Json<Box<RawValue>>", occurred_at,
        xact_id::text AS "xact_id!"
 FROM events
 WHERE workspace_id = $1

@@ -16,5 +16,5 @@ SET name = coalesce($5, r.name),
     status = 'online',
     offline_at = NULL,
     last_seen_at = now()
-RETURNING r.id AS "id!: RuntimeId", r.status AS "status!",
-          (SELECT old.status FROM old) AS "was_status?"
+RETURNING r.id AS "id!: RuntimeId", r.status AS "status!: RuntimeStatus",
+          (SELECT old.status FROM old) AS "was_status?: RuntimeStatus"

@@ -11,4 +11,4 @@ UPDATE runtimes r
 SET last_seen_at = now(), status = 'online', offline_at = NULL
 FROM old
 WHERE r.id = old.id
-RETURNING r.id AS "id: RuntimeId", old.status AS "was_status!"
+RETURNING r.id AS "id: RuntimeId", old.status AS "was_status!: RuntimeStatus"

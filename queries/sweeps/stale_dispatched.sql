@@ -1,8 +1,8 @@
 -- Tasks dispatched longer than dispatch_timeout, oldest first (tasks_dispatched_at: dispatched rows
 -- only), locked; rows another transaction holds are skipped and seen next tick.
 SELECT id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
-       runtime_id AS "runtime_id: RuntimeId", status, priority, payload, progress, result, error,
-       failure_reason, attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
+       runtime_id AS "runtime_id: RuntimeId", status AS "status: TaskStatus", priority, payload, progress, result, error,
+       failure_reason AS "failure_reason: FailureReason", attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
        run_after, enqueued_at, dispatched_at, started_at, finished_at, seq
 FROM tasks
 WHERE status = 'dispatched' AND dispatched_at < now() - make_interval(secs => $1)

@@ -1,7 +1,7 @@
 -- Tasks running longer than running_timeout, oldest first (tasks_started_at: running rows only), locked.
 SELECT id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
-       runtime_id AS "runtime_id: RuntimeId", status, priority, payload, progress, result, error,
-       failure_reason, attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
+       runtime_id AS "runtime_id: RuntimeId", status AS "status: TaskStatus", priority, payload, progress, result, error,
+       failure_reason AS "failure_reason: FailureReason", attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
        run_after, enqueued_at, dispatched_at, started_at, finished_at, seq
 FROM tasks
 WHERE status = 'running' AND started_at < now() - make_interval(secs => $1)

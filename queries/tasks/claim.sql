@@ -67,6 +67,6 @@ SELECT d.id AS "id!: TaskId", d.workspace_id AS "workspace_id!: WorkspaceId",
        d.agent_id AS "agent_id!: AgentId", d.runtime_id AS "runtime_id!: RuntimeId",
        d.attempt_id AS "attempt_id!: AttemptId", d.attempt AS "attempt!", d.priority AS "priority!",
        d.payload AS "payload!", d.enqueued_at AS "enqueued_at!", d.seq AS "seq!",
-       w.definition_version AS "definition_version!", w.was AS "agent_was!"
+       w.definition_version AS "definition_version!", w.was AS "agent_was!: AgentStatus"
 FROM dispatched d
 JOIN working w ON w.id = d.agent_id

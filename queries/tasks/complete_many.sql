@@ -13,6 +13,6 @@ FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::bool[]) AS v (id, attempt_i
 WHERE t.id = v.id AND t.attempt_id = v.attempt_id
   AND t.status = CASE WHEN v.start THEN 'dispatched' ELSE 'running' END
 RETURNING t.id AS "id: TaskId", t.workspace_id AS "workspace_id: WorkspaceId", t.agent_id AS "agent_id: AgentId",
-       t.runtime_id AS "runtime_id: RuntimeId", t.status, t.priority, t.payload, t.progress, t.result, t.error,
-       t.failure_reason, t.attempt, t.max_attempts, t.attempt_id AS "attempt_id: AttemptId", t.idempotency_key,
+       t.runtime_id AS "runtime_id: RuntimeId", t.status AS "status: TaskStatus", t.priority, t.payload, t.progress, t.result, t.error,
+       t.failure_reason AS "failure_reason: FailureReason", t.attempt, t.max_attempts, t.attempt_id AS "attempt_id: AttemptId", t.idempotency_key,
        t.run_after, t.enqueued_at, t.dispatched_at, t.started_at, t.finished_at, t.seq

@@ -1,7 +1,7 @@
 -- Primary key lookup, scoped to the workspace.
 SELECT id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
-       runtime_id AS "runtime_id: RuntimeId", status, priority, payload, progress, result, error,
-       failure_reason, attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
+       runtime_id AS "runtime_id: RuntimeId", status AS "status: TaskStatus", priority, payload, progress, result, error,
+       failure_reason AS "failure_reason: FailureReason", attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
        run_after, enqueued_at, dispatched_at, started_at, finished_at, seq
 FROM tasks
 WHERE id = $1 AND workspace_id = $2

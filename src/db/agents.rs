@@ -1,7 +1,7 @@
 //! Agents bound to runtimes.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use paddock_api::{AgentStatus, RuntimeStatus};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
@@ -9,21 +9,37 @@ use super::uuids;
 use crate::domain::values::JsonObject;
 use crate::ids::{AgentId, RuntimeId, WorkspaceId};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// An `agents` row.
+#[derive(Debug, Clone)]
 pub struct Agent {
     pub id: AgentId,
-    #[serde(skip)]
     pub workspace_id: WorkspaceId,
     pub runtime_id: RuntimeId,
     pub name: String,
     pub max_concurrent_tasks: i32,
-    #[schema(value_type = Object)]
     pub definition: serde_json::Value,
     pub definition_version: i32,
-    pub status: String,
+    pub status: AgentStatus,
     pub archived_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl From<Agent> for paddock_api::Agent {
+    fn from(a: Agent) -> Self {
+        Self {
+            id: a.id,
+            runtime_id: a.runtime_id,
+            name: a.name,
+            max_concurrent_tasks: a.max_concurrent_tasks,
+            definition: a.definition,
+            definition_version: a.definition_version,
+            status: a.status,
+            archived_at: a.archived_at,
+            created_at: a.created_at,
+            updated_at: a.updated_at,
+        }
+    }
 }
 
 pub struct NewAgent<'a> {
@@ -117,7 +133,7 @@ pub async fn archive(
 pub struct ForEnqueue {
     pub runtime_id: RuntimeId,
     pub archived_at: Option<DateTime<Utc>>,
-    pub runtime_status: String,
+    pub runtime_status: RuntimeStatus,
 }
 
 pub async fn for_enqueue(
@@ -148,7 +164,7 @@ pub async fn definition(
 pub struct StatusChange {
     pub id: AgentId,
     pub workspace_id: WorkspaceId,
-    pub status: String,
+    pub status: AgentStatus,
 }
 
 /// Locks the agents, then recomputes their status; returns those whose status changed.

@@ -1,8 +1,7 @@
 //! The event log: written in the same transaction as the change it records, read in log order
 //! `(xact_id, id)` below the commit horizon.
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use paddock_api::EventType;
 use serde_json::value::RawValue;
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -14,35 +13,34 @@ use crate::ids::{EventId, WorkspaceId};
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub workspace: WorkspaceId,
-    pub kind: &'static str,
+    pub kind: EventType,
     pub subject: Uuid,
     /// Serialised when the event is made (`crate::events`).
     pub payload: Box<RawValue>,
 }
 
-/// A stored event, as sent to clients (`{id, type, subject_id, occurred_at, payload}`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A stored event: the body clients receive, and where it sits in the log.
+#[derive(Debug, Clone)]
 pub struct Event {
-    pub id: EventId,
-    #[serde(skip)]
     pub workspace_id: WorkspaceId,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub subject_id: Uuid,
-    pub occurred_at: DateTime<Utc>,
-    // Kept as the JSON text it is stored as: relayed to sockets without being parsed.
-    #[schema(value_type = Object)]
-    pub payload: Box<RawValue>,
     /// The writing transaction (log order is `(xact_id, id)`); 0 when not read from the log.
-    #[serde(skip)]
     pub xact_id: u64,
+    pub body: paddock_api::Event,
 }
 
 impl Event {
+    pub fn id(&self) -> EventId {
+        self.body.id
+    }
+
+    pub fn kind(&self) -> EventType {
+        self.body.kind
+    }
+
     pub fn position(&self) -> Position {
         Position {
             xact_id: self.xact_id,
-            id: self.id,
+            id: self.body.id,
             min_id: 0,
         }
     }
@@ -66,7 +64,7 @@ impl Position {
 
     /// Whether `e` comes after this position.
     pub fn precedes(&self, e: &Event) -> bool {
-        (e.xact_id, e.id) > (self.xact_id, self.id) && e.id > self.min_id
+        (e.xact_id, e.id()) > (self.xact_id, self.id) && e.id() > self.min_id
     }
 }
 
@@ -79,14 +77,14 @@ pub async fn insert(conn: &mut PgConnection, events: Vec<NewEvent>) -> sqlx::Res
         return Ok(Vec::new());
     }
     let ws: Vec<Uuid> = events.iter().map(|e| e.workspace.0).collect();
-    let kinds: Vec<&str> = events.iter().map(|e| e.kind).collect();
+    let kinds: Vec<EventType> = events.iter().map(|e| e.kind).collect();
     let subjects: Vec<Uuid> = events.iter().map(|e| e.subject).collect();
     // Bound as text, stored as that json text, and kept as the stored event's payload.
     let payloads: Vec<&str> = events.iter().map(|e| e.payload.get()).collect();
     let rows = sqlx::query_file!(
         "queries/events/insert.sql",
         &ws,
-        &kinds as &[&str],
+        &kinds as _,
         &subjects,
         &payloads as &[&str]
     )
@@ -96,13 +94,15 @@ pub async fn insert(conn: &mut PgConnection, events: Vec<NewEvent>) -> sqlx::Res
         .into_iter()
         .zip(events)
         .map(|(r, e)| Event {
-            id: r.id,
             workspace_id: e.workspace,
-            kind: e.kind.to_owned(),
-            subject_id: e.subject,
-            occurred_at: r.occurred_at,
-            payload: e.payload,
             xact_id: 0,
+            body: paddock_api::Event {
+                id: r.id,
+                kind: e.kind,
+                subject_id: e.subject,
+                occurred_at: r.occurred_at,
+                payload: e.payload,
+            },
         })
         .collect())
 }
@@ -146,13 +146,15 @@ pub async fn horizon(conn: &mut PgConnection) -> sqlx::Result<Position> {
 macro_rules! event_from_row {
     ($r:expr) => {
         Event {
-            id: $r.id,
             workspace_id: $r.workspace_id,
-            kind: $r.r#type,
-            subject_id: $r.subject_id,
-            occurred_at: $r.occurred_at,
-            payload: $r.payload.0,
             xact_id: parse_xact(&$r.xact_id),
+            body: paddock_api::Event {
+                id: $r.id,
+                kind: $r.kind,
+                subject_id: $r.subject_id,
+                occurred_at: $r.occurred_at,
+                payload: $r.payload.0,
+            },
         }
     };
 }

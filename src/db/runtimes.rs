@@ -1,34 +1,51 @@
 //! Runtimes: one daemon's registration for one provider.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use paddock_api::RuntimeStatus;
 use sqlx::PgConnection;
 
 use super::uuids;
 use crate::ids::{RuntimeId, WorkspaceId};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A `runtimes` row.
+#[derive(Debug, Clone)]
 pub struct Runtime {
     pub id: RuntimeId,
-    #[serde(skip)]
     pub workspace_id: WorkspaceId,
     pub daemon_id: String,
     pub provider: String,
     pub name: String,
     pub version: Option<String>,
     pub max_concurrency: Option<i32>,
-    pub status: String,
+    pub status: RuntimeStatus,
     pub last_seen_at: DateTime<Utc>,
     pub offline_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
 
+impl From<Runtime> for paddock_api::Runtime {
+    fn from(r: Runtime) -> Self {
+        Self {
+            id: r.id,
+            daemon_id: r.daemon_id,
+            provider: r.provider,
+            name: r.name,
+            version: r.version,
+            max_concurrency: r.max_concurrency,
+            status: r.status,
+            last_seen_at: r.last_seen_at,
+            offline_at: r.offline_at,
+            created_at: r.created_at,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Registered {
     pub id: RuntimeId,
-    pub status: String,
+    pub status: RuntimeStatus,
     /// The status before this registration; None when it was created now.
-    pub was_status: Option<String>,
+    pub was_status: Option<RuntimeStatus>,
 }
 
 pub struct NewRuntime<'a> {
@@ -148,7 +165,7 @@ pub async fn lock_for_claim(conn: &mut PgConnection, id: RuntimeId) -> sqlx::Res
 
 pub struct Touched {
     pub id: RuntimeId,
-    pub was_status: String,
+    pub was_status: RuntimeStatus,
 }
 
 /// Writes `last_seen_at` and brings offline runtimes online (heartbeat slow path).

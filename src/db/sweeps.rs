@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use paddock_api::{FailureReason, TaskStatus};
+
 use super::runtimes::Changed;
 use super::tasks::Task;
 use super::uuids;

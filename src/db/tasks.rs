@@ -1,7 +1,7 @@
 //! Tasks and their finished attempts.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use paddock_api::{AgentStatus, AttemptOutcome, CancelNotice, FailureReason, TaskStatus};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
@@ -9,23 +9,20 @@ use super::uuids;
 use crate::domain::values::JsonObject;
 use crate::ids::{AgentId, AttemptId, RuntimeId, TaskId, WorkspaceId};
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A `tasks` row.
+#[derive(Debug, Clone)]
 pub struct Task {
     pub id: TaskId,
-    #[serde(skip)]
     pub workspace_id: WorkspaceId,
     pub agent_id: AgentId,
     pub runtime_id: RuntimeId,
-    pub status: String,
+    pub status: TaskStatus,
     pub priority: i32,
-    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
-    #[schema(value_type = Option<Object>)]
     pub progress: Option<serde_json::Value>,
-    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
-    pub failure_reason: Option<String>,
+    pub failure_reason: Option<FailureReason>,
     pub attempt: i32,
     pub max_attempts: i32,
     pub attempt_id: Option<AttemptId>,
@@ -35,11 +32,38 @@ pub struct Task {
     pub dispatched_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    #[serde(skip)]
+    /// Insertion order: the FIFO tie-break and the list keyset.
     pub seq: i64,
 }
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+impl From<Task> for paddock_api::Task {
+    fn from(t: Task) -> Self {
+        Self {
+            id: t.id,
+            agent_id: t.agent_id,
+            runtime_id: t.runtime_id,
+            status: t.status,
+            priority: t.priority,
+            payload: t.payload,
+            progress: t.progress,
+            result: t.result,
+            error: t.error,
+            failure_reason: t.failure_reason,
+            attempt: t.attempt,
+            max_attempts: t.max_attempts,
+            attempt_id: t.attempt_id,
+            idempotency_key: t.idempotency_key,
+            run_after: t.run_after,
+            enqueued_at: t.enqueued_at,
+            dispatched_at: t.dispatched_at,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+        }
+    }
+}
+
+/// A finished attempt, from `ops.attempts`.
+#[derive(Debug, Clone)]
 pub struct Attempt {
     pub attempt: i32,
     pub attempt_id: AttemptId,
@@ -47,9 +71,43 @@ pub struct Attempt {
     pub dispatched_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
-    pub outcome: Option<String>,
-    pub failure_reason: Option<String>,
+    pub outcome: Option<AttemptOutcome>,
+    pub failure_reason: Option<FailureReason>,
     pub error: Option<String>,
+}
+
+impl From<Attempt> for paddock_api::Attempt {
+    fn from(a: Attempt) -> Self {
+        Self {
+            attempt: a.attempt,
+            attempt_id: a.attempt_id,
+            runtime_id: a.runtime_id,
+            dispatched_at: a.dispatched_at,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            outcome: a.outcome,
+            failure_reason: a.failure_reason,
+            error: a.error,
+        }
+    }
+}
+
+impl Attempt {
+    /// The open attempt of an active task, which lives on the task row.
+    pub fn open_of(task: &Task) -> Option<Self> {
+        let (attempt_id, dispatched_at) = (task.attempt_id?, task.dispatched_at?);
+        task.status.is_active().then_some(Self {
+            attempt: task.attempt,
+            attempt_id,
+            runtime_id: task.runtime_id,
+            dispatched_at,
+            started_at: task.started_at,
+            finished_at: None,
+            outcome: None,
+            failure_reason: None,
+            error: None,
+        })
+    }
 }
 
 pub struct NewTask<'a> {
@@ -121,7 +179,7 @@ pub async fn lock_many(
 }
 
 pub struct ListFilter {
-    pub status: Option<String>,
+    pub status: Option<TaskStatus>,
     pub agent: Option<AgentId>,
     pub runtime: Option<RuntimeId>,
     pub before_seq: Option<i64>,
@@ -137,7 +195,7 @@ pub async fn list(
         Task,
         "queries/tasks/list.sql",
         ws.0,
-        f.status.as_deref(),
+        f.status as _,
         f.agent.map(|a| a.0),
         f.runtime.map(|r| r.0),
         f.before_seq,
@@ -222,13 +280,13 @@ pub struct EndAttempt<'a> {
     pub id: TaskId,
     pub attempt_id: Option<AttemptId>,
     /// `queued` (retry), `failed` or `cancelled`.
-    pub status: &'a str,
-    pub failure_reason: Option<&'a str>,
+    pub status: TaskStatus,
+    pub failure_reason: Option<FailureReason>,
     pub error: Option<&'a str>,
     pub run_after: Option<DateTime<Utc>>,
     pub cancel_pending: bool,
     /// The statuses the task must be in (the fencing re-check).
-    pub from: &'a [String],
+    pub from: &'a [TaskStatus],
 }
 
 pub async fn end_attempt(
@@ -240,12 +298,12 @@ pub async fn end_attempt(
         "queries/tasks/end_attempt.sql",
         e.id.0,
         e.attempt_id.map(|a| a.0),
-        e.status,
-        e.failure_reason,
+        e.status as _,
+        e.failure_reason as _,
         e.error,
         e.run_after,
         e.cancel_pending,
-        e.from,
+        e.from as _,
     )
     .fetch_optional(conn)
     .await
@@ -265,7 +323,22 @@ pub struct Claimed {
     pub seq: i64,
     pub definition_version: i32,
     /// The agent's status before this claim set it `working`.
-    pub agent_was: String,
+    pub agent_was: AgentStatus,
+}
+
+impl From<Claimed> for paddock_api::ClaimedTask {
+    fn from(c: Claimed) -> Self {
+        Self {
+            task_id: c.id,
+            attempt_id: c.attempt_id,
+            attempt: c.attempt,
+            agent_id: c.agent_id,
+            definition_version: c.definition_version,
+            payload: c.payload,
+            priority: c.priority,
+            enqueued_at: c.enqueued_at,
+        }
+    }
 }
 
 /// Dispatches up to `max` tasks of the runtime's agents, within the runtime's and the agents' free
@@ -282,12 +355,6 @@ pub async fn claim(
         .await?;
     rows.sort_by_key(|c| (std::cmp::Reverse(c.priority), c.seq));
     Ok(rows)
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct CancelNotice {
-    pub task_id: TaskId,
-    pub attempt_id: AttemptId,
 }
 
 pub async fn take_cancels(
@@ -322,7 +389,7 @@ pub async fn queued_of_agent(conn: &mut PgConnection, agent: AgentId) -> sqlx::R
 pub async fn insert_attempt(
     conn: &mut PgConnection,
     task: &Task,
-    failure_reason: Option<&str>,
+    failure_reason: FailureReason,
     error: Option<&str>,
 ) -> sqlx::Result<()> {
     let (Some(attempt_id), Some(dispatched_at)) = (task.attempt_id, task.dispatched_at) else {
@@ -337,7 +404,7 @@ pub async fn insert_attempt(
         task.runtime_id.0,
         dispatched_at,
         task.started_at,
-        failure_reason,
+        failure_reason as _,
         error,
     )
     .execute(conn)
@@ -355,7 +422,7 @@ pub async fn attempts(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<Vec
 pub async fn attempt_failure_reason(
     conn: &mut PgConnection,
     attempt: AttemptId,
-) -> sqlx::Result<Option<String>> {
+) -> sqlx::Result<Option<FailureReason>> {
     let reason = sqlx::query_file_scalar!("queries/tasks/attempt_failure_reason.sql", attempt.0)
         .fetch_optional(conn)
         .await?;

@@ -1,16 +1,17 @@
 //! API tokens, stored as SHA-256 digests.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use paddock_api::TokenKind;
 use sqlx::PgConnection;
 
 use crate::ids::{TokenId, WorkspaceId};
 
-#[derive(Debug, Serialize)]
+/// A `tokens` row, without its digest.
+#[derive(Debug)]
 pub struct Token {
     pub id: TokenId,
     pub workspace_id: WorkspaceId,
-    pub kind: String,
+    pub kind: TokenKind,
     pub name: String,
     pub created_at: DateTime<Utc>,
 }
@@ -19,14 +20,14 @@ pub struct Token {
 pub struct TokenAuth {
     pub id: TokenId,
     pub workspace_id: WorkspaceId,
-    pub kind: String,
+    pub kind: TokenKind,
 }
 
 pub async fn insert(
     conn: &mut PgConnection,
     id: TokenId,
     workspace: WorkspaceId,
-    kind: &str,
+    kind: TokenKind,
     name: &str,
     digest: &[u8],
 ) -> sqlx::Result<Token> {
@@ -35,7 +36,7 @@ pub async fn insert(
         "queries/tokens/insert.sql",
         id.0,
         workspace.0,
-        kind,
+        kind as _,
         name,
         digest
     )

@@ -1,12 +1,12 @@
 //! Workspaces (tenants).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::PgConnection;
 
 use crate::ids::WorkspaceId;
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// A `workspaces` row.
+#[derive(Debug)]
 pub struct Workspace {
     pub id: WorkspaceId,
     pub name: String,
@@ -29,4 +29,15 @@ pub async fn exists(conn: &mut PgConnection, id: WorkspaceId) -> sqlx::Result<bo
     sqlx::query_file_scalar!("queries/workspaces/exists.sql", id.0)
         .fetch_one(conn)
         .await
+}
+
+impl From<Workspace> for paddock_api::Workspace {
+    fn from(w: Workspace) -> Self {
+        Self {
+            id: w.id,
+            name: w.name,
+            slug: w.slug,
+            created_at: w.created_at,
+        }
+    }
 }

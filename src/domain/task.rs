@@ -5,103 +5,9 @@
 //! (a retry after a lost response), or refuse it (superseded attempt, or wrong state). The SQL that
 //! applies a decision re-checks the same predicate (`status` and `attempt_id`) in its WHERE clause.
 
-use serde::{Deserialize, Serialize};
-
 use crate::ids::AttemptId;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    Queued,
-    Dispatched,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl TaskStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Dispatched => "dispatched",
-            Self::Running => "running",
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "dispatched" => Self::Dispatched,
-            "running" => Self::Running,
-            "completed" => Self::Completed,
-            "failed" => Self::Failed,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
-    }
-
-    /// Dispatched or running: the task holds a slot of its agent and runtime.
-    pub fn is_active(self) -> bool {
-        matches!(self, Self::Dispatched | Self::Running)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReportAction {
-    Start,
-    Progress,
-    Complete,
-    Fail,
-}
-
-impl ReportAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Progress => "progress",
-            Self::Complete => "complete",
-            Self::Fail => "fail",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureReason {
-    AgentError,
-    RuntimeOffline,
-    DispatchTimeout,
-    RunningTimeout,
-    QueuedExpired,
-    Cancelled,
-}
-
-impl FailureReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AgentError => "agent_error",
-            Self::RuntimeOffline => "runtime_offline",
-            Self::DispatchTimeout => "dispatch_timeout",
-            Self::RunningTimeout => "running_timeout",
-            Self::QueuedExpired => "queued_expired",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// `queued_expired` and `cancelled` end a task for good; everything else may be retried.
-    pub fn is_retryable(self) -> bool {
-        !matches!(self, Self::QueuedExpired | Self::Cancelled)
-    }
-}
+pub use paddock_api::{FailureReason, ReportAction, TaskStatus};
 
 /// What the database says about the task and the reported attempt.
 #[derive(Clone, Copy, Debug)]
@@ -126,6 +32,22 @@ pub enum Decision {
     Superseded,
     /// Current attempt, wrong state: 409 `invalid_transition`.
     Invalid,
+}
+
+/// Why a daemon report was refused (DESIGN §3); nothing was written for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("task not found")]
+    NotFound,
+    /// The attempt is not (or no longer) the task's current one.
+    #[error("attempt {0} is no longer the current attempt of this task")]
+    Superseded(AttemptId),
+    /// The current attempt, but the task is in a state this report cannot follow.
+    #[error("cannot {action} a {status} task")]
+    InvalidTransition {
+        action: ReportAction,
+        status: TaskStatus,
+    },
 }
 
 /// The fencing decision for one report.

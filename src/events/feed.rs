@@ -142,7 +142,7 @@ pub async fn reader(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
         let full = batch.len() as i64 == READ_BATCH;
         for e in batch {
             pos = e.position();
-            delivered_max = delivered_max.max(e.id);
+            delivered_max = delivered_max.max(e.id());
             hub.deliver(e);
         }
         if full {

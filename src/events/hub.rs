@@ -53,7 +53,7 @@ impl Default for Hub {
 impl Hub {
     /// A transaction that wrote these events has committed.
     pub fn committed(&self, events: Vec<Event>) {
-        let Some(max) = events.iter().map(|e| e.id).max() else {
+        let Some(max) = events.iter().map(|e| e.id()).max() else {
             return;
         };
         for e in &events {

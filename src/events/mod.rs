@@ -6,6 +6,7 @@ pub mod hub;
 pub mod waker;
 
 use chrono::{DateTime, Utc};
+use paddock_api::{EventType, FailureReason, TaskStatus};
 use serde::Serialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -31,39 +32,45 @@ struct TaskFields<'a> {
     task_id: TaskId,
     agent_id: AgentId,
     runtime_id: RuntimeId,
-    status: &'a str,
+    status: TaskStatus,
     attempt: i32,
     attempt_id: Option<AttemptId>,
-    failure_reason: Option<&'a str>,
+    failure_reason: Option<FailureReason>,
     run_after: DateTime<Utc>,
     priority: i32,
     /// Why the attempt ended (failures and requeues only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
+    reason: Option<FailureReason>,
     /// The daemon's error, `null` when there is none (failures and requeues only).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<Option<&'a str>>,
 }
 
 /// `task.*` event carrying the fields a watcher needs without a read-back.
-pub fn task(kind: &'static str, t: &Task) -> NewEvent {
+pub fn task(kind: EventType, t: &Task) -> NewEvent {
     task_event(kind, t, None)
 }
 
-/// `task.failed` / `task.requeued`: a `task.*` event that also says why the attempt ended.
-pub fn task_ended(kind: &'static str, t: &Task, reason: &str, error: Option<&str>) -> NewEvent {
+/// `task.failed` / `task.requeued` (by the task's status): a `task.*` event that also says why the
+/// attempt ended.
+pub fn task_ended(t: &Task, reason: FailureReason, error: Option<&str>) -> NewEvent {
+    let kind = if t.status == TaskStatus::Queued {
+        EventType::TaskRequeued
+    } else {
+        EventType::TaskFailed
+    };
     task_event(kind, t, Some((reason, error)))
 }
 
-fn task_event(kind: &'static str, t: &Task, ended: Option<(&str, Option<&str>)>) -> NewEvent {
+fn task_event(kind: EventType, t: &Task, ended: Option<(FailureReason, Option<&str>)>) -> NewEvent {
     let fields = TaskFields {
         task_id: t.id,
         agent_id: t.agent_id,
         runtime_id: t.runtime_id,
-        status: &t.status,
+        status: t.status,
         attempt: t.attempt,
         attempt_id: t.attempt_id,
-        failure_reason: t.failure_reason.as_deref(),
+        failure_reason: t.failure_reason,
         run_after: t.run_after,
         priority: t.priority,
         reason: ended.map(|(reason, _)| reason),
@@ -84,20 +91,20 @@ pub fn dispatched(c: &Claimed) -> NewEvent {
         task_id: TaskId,
         agent_id: AgentId,
         runtime_id: RuntimeId,
-        status: &'static str,
+        status: TaskStatus,
         attempt: i32,
         attempt_id: AttemptId,
         priority: i32,
     }
     NewEvent {
         workspace: c.workspace_id,
-        kind: "task.dispatched",
+        kind: EventType::TaskDispatched,
         subject: c.id.0,
         payload: raw(&Fields {
             task_id: c.id,
             agent_id: c.agent_id,
             runtime_id: c.runtime_id,
-            status: "dispatched",
+            status: TaskStatus::Dispatched,
             attempt: c.attempt,
             attempt_id: c.attempt_id,
             priority: c.priority,
@@ -109,7 +116,7 @@ pub fn dispatched(c: &Claimed) -> NewEvent {
 pub fn task_progress(t: &Task) -> NewEvent {
     NewEvent {
         workspace: t.workspace_id,
-        kind: "task.updated",
+        kind: EventType::TaskUpdated,
         subject: t.id.0,
         payload: raw(&json!({
             "task_id": t.id,
@@ -125,7 +132,7 @@ pub fn task_progress(t: &Task) -> NewEvent {
 
 /// `runtime.*` event: `{runtime_id, ...extra}`.
 pub fn runtime(
-    kind: &'static str,
+    kind: EventType,
     ws: WorkspaceId,
     id: RuntimeId,
     extra: serde_json::Value,
@@ -134,17 +141,12 @@ pub fn runtime(
 }
 
 /// `agent.*` event: `{agent_id, ...extra}`.
-pub fn agent(
-    kind: &'static str,
-    ws: WorkspaceId,
-    id: AgentId,
-    extra: serde_json::Value,
-) -> NewEvent {
+pub fn agent(kind: EventType, ws: WorkspaceId, id: AgentId, extra: serde_json::Value) -> NewEvent {
     subject_event(kind, ws, "agent_id", id.0, extra)
 }
 
 fn subject_event(
-    kind: &'static str,
+    kind: EventType,
     ws: WorkspaceId,
     id_key: &'static str,
     id: uuid::Uuid,

@@ -62,10 +62,9 @@ impl Waker {
 
     /// Reacts to committed events.
     pub fn on_event(&self, e: &Event) {
-        let kind = e.kind.as_str();
-        if !kind.starts_with("task.")
-            || matches!(kind, "task.updated" | "task.dispatched" | "task.running")
-        {
+        use paddock_api::EventType as T;
+        let kind = e.kind();
+        if !kind.is_task() || matches!(kind, T::TaskUpdated | T::TaskDispatched | T::TaskRunning) {
             return;
         }
         #[derive(serde::Deserialize)]
@@ -76,12 +75,12 @@ impl Waker {
         let Ok(Fields {
             runtime_id: Some(rt),
             run_after,
-        }) = serde_json::from_str(e.payload.get())
+        }) = serde_json::from_str(e.body.payload.get())
         else {
             return;
         };
         match (kind, run_after) {
-            ("task.requeued", Some(at)) => self.wake_at(rt, at),
+            (T::TaskRequeued, Some(at)) => self.wake_at(rt, at),
             _ => self.wake(rt),
         }
     }

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, middleware, and how errors leave the process.
 
+pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod routes;
@@ -17,7 +18,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::state::AppState;
 use routes::{agents, daemon, events, ops, reports, runtimes, tasks, workspaces, ws};
 

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::domain::values;
-use crate::error::Problem;
+use crate::http::error::Problem;
 
 #[derive(OpenApi)]
 #[openapi(

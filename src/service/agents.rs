@@ -1,24 +1,24 @@
 //! Agent use cases: create, update, archive.
 
+use paddock_api::{EventType, TaskStatus};
 use serde_json::json;
 
-use super::commit;
+use super::{Changes, Error, Result, commit};
 use crate::db;
 use crate::db::agents::{Agent, AgentPatch, NewAgent};
 use crate::db::tasks::EndAttempt;
 use crate::domain::task::FailureReason;
-use crate::error::{ApiError, ApiResult};
 use crate::events;
 use crate::ids::{AgentId, WorkspaceId};
 use crate::state::App;
 
-pub async fn create(app: &App, new: &NewAgent<'_>) -> ApiResult<Agent> {
+pub async fn create(app: &App, new: &NewAgent<'_>) -> Result<Agent> {
     let mut tx = app.pool.begin().await?;
     let agent = db::agents::insert(&mut tx, new)
         .await?
-        .ok_or(ApiError::NotFound("runtime"))?;
+        .ok_or(Error::NotFound("runtime"))?;
     let evs = vec![events::agent(
-        "agent.created",
+        EventType::AgentCreated,
         agent.workspace_id,
         agent.id,
         json!({ "runtime_id": agent.runtime_id, "name": agent.name, "status": agent.status }),
@@ -32,14 +32,14 @@ pub async fn update(
     ws: WorkspaceId,
     id: AgentId,
     patch: &AgentPatch<'_>,
-) -> ApiResult<Agent> {
+) -> Result<Agent> {
     let mut tx = app.pool.begin().await?;
     let agent = match db::agents::update(&mut tx, id, ws, patch).await? {
         Some(a) => a,
         None => return Err(missing_or_archived(&mut tx, ws, id).await?),
     };
     let evs = vec![events::agent(
-        "agent.updated",
+        EventType::AgentUpdated,
         ws,
         id,
         json!({ "definition_version": agent.definition_version, "name": agent.name }),
@@ -49,7 +49,7 @@ pub async fn update(
 }
 
 /// Archives an agent: no new tasks; its queued tasks are cancelled, active ones may finish.
-pub async fn archive(app: &App, ws: WorkspaceId, id: AgentId) -> ApiResult<Agent> {
+pub async fn archive(app: &App, ws: WorkspaceId, id: AgentId) -> Result<Agent> {
     let mut tx = app.pool.begin().await?;
     let agent = match db::agents::archive(&mut tx, id, ws).await? {
         Some(a) => a,
@@ -57,11 +57,11 @@ pub async fn archive(app: &App, ws: WorkspaceId, id: AgentId) -> ApiResult<Agent
             // Archiving twice answers the archived agent.
             return db::agents::get(&mut tx, id, ws)
                 .await?
-                .ok_or(ApiError::NotFound("agent"));
+                .ok_or(Error::NotFound("agent"));
         }
     };
-    let mut evs = vec![events::agent("agent.archived", ws, id, json!({}))];
-    let from = ["queued".to_owned()];
+    let mut ch = Changes::default();
+    ch.push(events::agent(EventType::AgentArchived, ws, id, json!({})));
     for task_id in db::tasks::queued_of_agent(&mut tx, id).await? {
         let Some(task) = db::tasks::lock(&mut tx, task_id, ws).await? else {
             continue;
@@ -69,18 +69,18 @@ pub async fn archive(app: &App, ws: WorkspaceId, id: AgentId) -> ApiResult<Agent
         let end = EndAttempt {
             id: task_id,
             attempt_id: task.attempt_id,
-            status: "cancelled",
-            failure_reason: Some(FailureReason::Cancelled.as_str()),
+            status: TaskStatus::Cancelled,
+            failure_reason: Some(FailureReason::Cancelled),
             error: Some("agent archived"),
             run_after: None,
             cancel_pending: false,
-            from: &from,
+            from: &[TaskStatus::Queued],
         };
         if let Some(t) = db::tasks::end_attempt(&mut tx, &end).await? {
-            evs.push(events::task("task.cancelled", &t));
+            ch.push(events::task(EventType::TaskCancelled, &t));
         }
     }
-    commit(app, tx, evs).await?;
+    commit(app, tx, ch).await?;
     Ok(agent)
 }
 
@@ -88,9 +88,9 @@ async fn missing_or_archived(
     conn: &mut sqlx::PgConnection,
     ws: WorkspaceId,
     id: AgentId,
-) -> ApiResult<ApiError> {
+) -> Result<Error> {
     Ok(match db::agents::get(conn, id, ws).await? {
-        Some(_) => ApiError::Conflict("the agent is archived".into()),
-        None => ApiError::NotFound("agent"),
+        Some(_) => Error::Conflict("the agent is archived".into()),
+        None => Error::NotFound("agent"),
     })
 }

@@ -1,18 +1,33 @@
-//! Use cases: each opens one transaction, asks `domain` what to do, persists through `db`, writes
-//! the events of every change in the same transaction, and publishes them once it has committed.
+//! Use cases, and the owner of every write: each public function here opens its transaction,
+//! asks `domain` what to do, persists through `db`, writes the events of every change in the same
+//! transaction, commits, and publishes the events once committed. Routes parse, call one of these
+//! and translate; sweeps call them too, so a change made by a sweep emits exactly the events and
+//! agent-status updates the API path does. Reads may go from a route to `db` directly.
 //!
-//! HTTP handlers and sweepers both call these, so a change made by a sweep emits exactly the events
-//! and agent-status updates the API path does.
+//! | module | writes |
+//! |---|---|
+//! | `workspaces` | workspaces, tokens (mint, revoke) |
+//! | `agents` | create, update, archive |
+//! | `runtimes` | register, heartbeat (slow path), deregister, the heartbeat flush |
+//! | `tasks` | enqueue, cancel, claim |
+//! | `reports` | the daemon's reports, single and batched |
+//! | `sweeps` | every sweep's changes, and the `sweeper_runs` bookkeeping |
 
 pub mod agents;
+pub mod error;
+pub mod reports;
 pub mod runtimes;
+pub mod sweeps;
 pub mod tasks;
+pub mod workspaces;
 
+use paddock_api::EventType;
 use sqlx::{PgConnection, Postgres, Transaction};
+
+pub use error::{Error, Refusal, Result};
 
 use crate::db;
 use crate::db::events::NewEvent;
-use crate::error::ApiResult;
 use crate::ids::AgentId;
 use crate::state::App;
 
@@ -49,13 +64,13 @@ impl From<Vec<NewEvent>> for Changes {
     }
 }
 
-/// Recomputes the changed agents' status, writes the events, commits, then publishes the events
-/// (waking claims, feeding sockets).
-pub async fn commit(
+/// Ends a use case's transaction: recomputes the changed agents' status, writes the events,
+/// commits, then publishes the events (waking claims, feeding sockets).
+async fn commit(
     app: &App,
     mut tx: Transaction<'static, Postgres>,
     changes: impl Into<Changes>,
-) -> ApiResult<()> {
+) -> Result<()> {
     let mut ch = changes.into();
     refresh_agents(&mut tx, &ch.agents, &mut ch.events).await?;
     let stored = db::events::insert(&mut tx, ch.events).await?;
@@ -69,13 +84,13 @@ async fn refresh_agents(
     conn: &mut PgConnection,
     agents: &[AgentId],
     events: &mut Vec<NewEvent>,
-) -> ApiResult<()> {
+) -> Result<()> {
     let mut ids = agents.to_vec();
     ids.sort();
     ids.dedup();
     for change in db::agents::refresh_status(conn, &ids).await? {
         events.push(crate::events::agent(
-            "agent.status",
+            EventType::AgentStatus,
             change.workspace_id,
             change.id,
             serde_json::json!({ "status": change.status }),

@@ -1,34 +1,32 @@
 //! Runtime use cases: register, heartbeat, deregister (going offline).
 
-use serde::Serialize;
+use paddock_api::{EventType, HeartbeatReply, HeartbeatStatus, RuntimeState, RuntimeStatus};
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::{Changes, commit, tasks::fail_tasks_of_runtimes};
+use super::{Changes, Result, commit, tasks::fail_tasks_of_runtimes};
 use crate::db;
 use crate::db::runtimes::{NewRuntime, Registered};
-use crate::db::tasks::CancelNotice;
-use crate::error::ApiResult;
 use crate::events;
 use crate::ids::{RuntimeId, WorkspaceId};
 use crate::state::App;
 
 /// Registers a runtime; returns it and whether it was created now.
-pub async fn register(app: &App, new: &NewRuntime<'_>) -> ApiResult<(Registered, bool)> {
+pub async fn register(app: &App, new: &NewRuntime<'_>) -> Result<(Registered, bool)> {
     let mut tx = app.pool.begin().await?;
     let reg = db::runtimes::register(&mut tx, new).await?;
     let mut ch = Changes::default();
     let extra = json!({ "daemon_id": new.daemon_id, "provider": new.provider });
-    match reg.was_status.as_deref() {
+    match reg.was_status {
         None => ch.push(events::runtime(
-            "runtime.registered",
+            EventType::RuntimeRegistered,
             new.workspace,
             reg.id,
             extra,
         )),
-        Some("offline") => {
+        Some(RuntimeStatus::Offline) => {
             ch.push(events::runtime(
-                "runtime.online",
+                EventType::RuntimeOnline,
                 new.workspace,
                 reg.id,
                 extra,
@@ -36,7 +34,7 @@ pub async fn register(app: &App, new: &NewRuntime<'_>) -> ApiResult<(Registered,
             let agents = db::agents::of_runtimes(&mut tx, &[reg.id]).await?;
             ch.agents_changed(&agents);
         }
-        Some(_) => {}
+        Some(RuntimeStatus::Online) => {}
     }
     commit(app, tx, ch).await?;
     let created = reg.was_status.is_none();
@@ -46,24 +44,11 @@ pub async fn register(app: &App, new: &NewRuntime<'_>) -> ApiResult<(Registered,
     Ok((reg, created))
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct RuntimeState {
-    pub runtime_id: RuntimeId,
-    /// `online`, or `unknown` for an id this workspace does not have (the daemon should register).
-    pub status: &'static str,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct HeartbeatReply {
-    pub runtimes: Vec<RuntimeState>,
-    pub cancel: Vec<CancelNotice>,
-}
-
 /// A heartbeat for some runtimes. Hot path: one liveness-store round trip. Postgres is read only
 /// for runtimes the store did not know as alive (new, revived, or foreign ids; their waiting
 /// cancellations too, as the store flags only runtimes it knows), and for runtimes the store says a
 /// cancellation waits for; if the store fails, heartbeats write `last_seen_at` to Postgres directly.
-pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResult<HeartbeatReply> {
+pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> Result<HeartbeatReply> {
     metrics::counter!("paddock_heartbeats_total").increment(ids.len() as u64);
     let (touched, fallback) = match app.live.touch(ws, ids).await {
         Ok(t) => (t, false),
@@ -79,7 +64,7 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
         .iter()
         .map(|&id| RuntimeState {
             runtime_id: id,
-            status: "online",
+            status: HeartbeatStatus::Online,
         })
         .collect();
     let to_check: Vec<RuntimeId> = ids
@@ -108,17 +93,22 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
         let touched = db::runtimes::touch_or_revive(&mut tx, ws, &to_check).await?;
         for (id, state) in ids.iter().zip(states.iter_mut()) {
             if to_check.contains(id) && !touched.iter().any(|t| t.id == *id) {
-                state.status = "unknown";
+                state.status = HeartbeatStatus::Unknown;
                 unknown.push((ws, *id));
             }
         }
         let revived: Vec<RuntimeId> = touched
             .iter()
-            .filter(|t| t.was_status == "offline")
+            .filter(|t| t.was_status == RuntimeStatus::Offline)
             .map(|t| t.id)
             .collect();
         for id in &revived {
-            ch.push(events::runtime("runtime.online", ws, *id, json!({})));
+            ch.push(events::runtime(
+                EventType::RuntimeOnline,
+                ws,
+                *id,
+                json!({}),
+            ));
         }
         let agents = db::agents::of_runtimes(&mut tx, &revived).await?;
         ch.agents_changed(&agents);
@@ -144,38 +134,32 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> ApiResu
 
 /// Takes runtimes that were just marked offline through the consequences: their active tasks fail
 /// with `runtime_offline` (retried when attempts are left), their agents go offline.
-pub async fn after_offline(
+pub(super) async fn after_offline(
     conn: &mut PgConnection,
     app: &App,
     changed: &[db::runtimes::Changed],
     ch: &mut Changes,
-) -> ApiResult<()> {
+) -> Result<()> {
     if changed.is_empty() {
         return Ok(());
     }
     let ids: Vec<RuntimeId> = changed.iter().map(|c| c.id).collect();
     for c in changed {
         ch.push(events::runtime(
-            "runtime.offline",
+            EventType::RuntimeOffline,
             c.workspace_id,
             c.id,
             json!({}),
         ));
     }
-    fail_tasks_of_runtimes(conn, app.backoff(), None, &ids, ch).await?;
+    fail_tasks_of_runtimes(conn, app.backoff(), &ids, ch).await?;
     let agents = db::agents::of_runtimes(conn, &ids).await?;
-    {
-        ch.agents_changed(&agents);
-        Ok(())
-    }
+    ch.agents_changed(&agents);
+    Ok(())
 }
 
 /// Deregisters runtimes: offline now. Returns the ids that were online.
-pub async fn deregister(
-    app: &App,
-    ws: WorkspaceId,
-    ids: &[RuntimeId],
-) -> ApiResult<Vec<RuntimeId>> {
+pub async fn deregister(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> Result<Vec<RuntimeId>> {
     let mut tx = app.pool.begin().await?;
     let changed = db::runtimes::mark_offline(&mut tx, ws, ids).await?;
     let mut ch = Changes::default();
@@ -189,11 +173,37 @@ pub async fn deregister(
 /// key never outlives the runtime's online status: a heartbeat that arrives in between finds no key,
 /// takes the slow path, waits for the row lock and revives the runtime. If the store fails, the keys
 /// expire within `stale_threshold` and the same happens then.
-pub async fn forget(app: &App, changed: &[db::runtimes::Changed]) {
+pub(super) async fn forget(app: &App, changed: &[db::runtimes::Changed]) {
     let keys: Vec<(WorkspaceId, RuntimeId)> =
         changed.iter().map(|c| (c.workspace_id, c.id)).collect();
     if let Err(e) = app.live.forget(&keys).await {
         tracing::warn!(error = %e, "could not drop liveness keys of runtimes going offline");
         metrics::counter!("paddock_liveness_errors_total", "op" => "forget").increment(1);
     }
+}
+
+/// Writes `runtimes.last_seen_at` for every runtime heard since the last flush, in one statement
+/// (the heartbeat flusher's write). What fails to be written is kept for the next flush.
+pub async fn flush_heard(app: &App) -> Result<u64> {
+    let batch = app.live.take_heard();
+    if batch.is_empty() {
+        return Ok(0);
+    }
+    let mut ws = Vec::with_capacity(batch.len());
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut seen = Vec::with_capacity(batch.len());
+    for (&(w, id), &at) in &batch {
+        ws.push(w);
+        ids.push(id);
+        seen.push(at);
+    }
+    let written = async {
+        let mut conn = app.pool.acquire().await?;
+        db::runtimes::flush_last_seen(&mut conn, &ws, &ids, &seen).await
+    }
+    .await;
+    written.map_err(|e| {
+        app.live.restore_heard(batch);
+        e.into()
+    })
 }

@@ -1,40 +1,30 @@
 //! The sweepers (DESIGN §5): every `sweep_interval`, on the one replica that holds the leader lock,
-//! run each sweep once. Each sweep is a few bounded statements over partial indexes of active rows,
-//! so its cost does not grow with task history, and it makes its changes through the same service
-//! functions as the API (same events, same agent-status updates, same retry rules).
+//! run each sweep once, and record each run in `sweeper_runs`. What each sweep changes is a use case
+//! of `service::sweeps`: a few bounded statements over partial indexes of active rows, so its cost
+//! does not grow with task history, with the same events and agent-status updates as the API path.
 
-pub mod collector;
-pub mod events_gc;
 pub mod leader;
-pub mod queued_expiry;
-pub mod stale_runtimes;
-pub mod stale_tasks;
 
 use std::time::Instant;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use crate::db;
-use crate::error::ApiResult;
-use crate::state::AppState;
+use crate::service::{self, sweeps};
+use crate::state::{App, AppState};
 
-/// Most rows one sweep statement picks (queued expiry has its own setting).
-pub const SWEEP_BATCH: i64 = 500;
-/// Rows of `sweeper_runs` kept.
-const RUNS_KEPT: i64 = 5000;
+type SweepFn = for<'a> fn(&'a App) -> futures::future::BoxFuture<'a, service::Result<usize>>;
 
-type SweepFn = for<'a> fn(&'a AppState) -> futures::future::BoxFuture<'a, ApiResult<usize>>;
-
+/// The sweeps of one tick, in order, by the name `sweeper_runs` records.
 const SWEEPS: [(&str, SweepFn); 6] = [
-    ("stale_runtimes", |s| Box::pin(stale_runtimes::run(s))),
+    ("stale_runtimes", |s| Box::pin(sweeps::stale_runtimes(s))),
     ("dispatch_timeout", |s| {
-        Box::pin(stale_tasks::run_dispatched(s))
+        Box::pin(sweeps::dispatch_timeout(s))
     }),
-    ("running_timeout", |s| Box::pin(stale_tasks::run_running(s))),
-    ("queued_expiry", |s| Box::pin(queued_expiry::run(s))),
-    ("collector", |s| Box::pin(collector::run(s))),
-    ("events_gc", |s| Box::pin(events_gc::run(s))),
+    ("running_timeout", |s| Box::pin(sweeps::running_timeout(s))),
+    ("queued_expiry", |s| Box::pin(sweeps::queued_expiry(s))),
+    ("collector", |s| Box::pin(sweeps::collector(s))),
+    ("events_gc", |s| Box::pin(sweeps::events_gc(s))),
 ];
 
 /// One tick: every sweep once, each timed, counted and recorded in `sweeper_runs`.
@@ -64,25 +54,20 @@ pub async fn tick(state: &AppState, replica: &str) {
                 "sweep changed rows"
             );
         }
-        if let Ok(mut conn) = state.pool.acquire().await {
-            let ms = elapsed.as_secs_f64() * 1000.0;
-            let recorded = db::sweeps::record_run(
-                &mut conn,
-                name,
-                replica,
-                started_at,
-                ms,
-                rows as i32,
-                error.as_deref(),
-            )
-            .await;
-            if let Err(e) = recorded {
-                tracing::warn!(error = %e, "could not record the sweep run");
-            }
+        let run = sweeps::Run {
+            sweep: name,
+            replica,
+            started_at,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            rows,
+            error: error.as_deref(),
+        };
+        if let Err(e) = sweeps::record_run(state, &run).await {
+            tracing::warn!(error = %e, "could not record the sweep run");
         }
     }
-    if let Ok(mut conn) = state.pool.acquire().await {
-        let _ = db::sweeps::trim_runs(&mut conn, RUNS_KEPT).await;
+    if let Err(e) = sweeps::trim_runs(state).await {
+        tracing::warn!(error = %e, "could not trim sweeper_runs");
     }
 }
 

@@ -2,31 +2,20 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use paddock_api::{Agent, CreateAgent, Page, PatchAgent};
 use serde::Deserialize;
 
-use super::Page;
 use crate::auth::Member;
 use crate::db;
-use crate::db::agents::{Agent, AgentPatch, NewAgent};
-use crate::domain::values::{JsonObject, MaxConcurrentTasks, Name, PageLimit};
-use crate::error::{ApiError, ApiResult};
+use crate::db::agents::{AgentPatch, NewAgent};
+use crate::domain::values::{MaxConcurrentTasks, Name, PageLimit};
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Json, Path, Query};
-use crate::ids::{AgentId, RuntimeId};
+use crate::ids::AgentId;
 use crate::service;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateAgent {
-    name: Name,
-    runtime_id: RuntimeId,
-    #[serde(default)]
-    max_concurrent_tasks: MaxConcurrentTasks,
-    #[schema(value_type = Object)]
-    definition: JsonObject,
-}
-
-#[utoipa::path(post, path = "/api/v1/agents", tag = "member", request_body = CreateAgent, responses((status = 201, body = Agent), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/agents", operation_id = "create_agent", tag = "member", request_body = CreateAgent, responses((status = 201, body = Agent, description = "Created"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn create(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -40,7 +29,7 @@ pub async fn create(
         definition: &body.definition,
     };
     let agent = service::agents::create(&state, &new).await?;
-    Ok((StatusCode::CREATED, axum::Json(agent)))
+    Ok((StatusCode::CREATED, axum::Json(agent.into())))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -53,7 +42,7 @@ pub struct ListQuery {
     include_archived: bool,
 }
 
-#[utoipa::path(get, path = "/api/v1/agents", tag = "member", params(ListQuery), responses((status = 200, body = Page<Agent>), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/agents", operation_id = "list_agents", tag = "member", params(ListQuery), responses((status = 200, body = Page<Agent>, description = "A page of agents"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -62,12 +51,11 @@ pub async fn list(
     let mut conn = state.pool.acquire().await?;
     let limit = q.limit.get();
     let rows = db::agents::list(&mut conn, ws, q.cursor, limit + 1, q.include_archived).await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |a| {
-        a.id.to_string()
-    })))
+    let page = Page::from_rows(rows, limit, |a| a.id.to_string());
+    Ok(axum::Json(page.map(Into::into)))
 }
 
-#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "member", params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/agents/{id}", operation_id = "get_agent", tag = "member", params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent, description = "The agent"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn get(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -77,19 +65,10 @@ pub async fn get(
     let agent = db::agents::get(&mut conn, id, ws)
         .await?
         .ok_or(ApiError::NotFound("agent"))?;
-    Ok(axum::Json(agent))
+    Ok(axum::Json(agent.into()))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PatchAgent {
-    name: Option<Name>,
-    max_concurrent_tasks: Option<MaxConcurrentTasks>,
-    #[schema(value_type = Option<Object>)]
-    definition: Option<JsonObject>,
-}
-
-#[utoipa::path(patch, path = "/api/v1/agents/{id}", tag = "member", request_body = PatchAgent, params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/v1/agents/{id}", operation_id = "update_agent", tag = "member", request_body = PatchAgent, params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent, description = "The updated agent"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn update(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -102,14 +81,16 @@ pub async fn update(
         definition: body.definition.as_ref(),
     };
     let agent = service::agents::update(&state, ws, id, &patch).await?;
-    Ok(axum::Json(agent))
+    Ok(axum::Json(agent.into()))
 }
 
-#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "member", params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent, description = "The archived agent"), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", operation_id = "archive_agent", tag = "member", params(("id" = uuid::Uuid, Path, description = "Agent id")), responses((status = 200, body = Agent, description = "The archived agent"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn archive(
     Member(ws): Member,
     State(state): State<AppState>,
     Path(id): Path<AgentId>,
 ) -> ApiResult<axum::Json<Agent>> {
-    Ok(axum::Json(service::agents::archive(&state, ws, id).await?))
+    Ok(axum::Json(
+        service::agents::archive(&state, ws, id).await?.into(),
+    ))
 }

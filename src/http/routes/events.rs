@@ -1,14 +1,14 @@
 //! `GET /events?after=&limit=`: a workspace's event log, for catch-up.
 
 use axum::extract::State;
+use paddock_api::{Event, Page};
 use serde::Deserialize;
 
-use super::Page;
 use crate::auth::Member;
 use crate::db;
-use crate::db::events::{Event, Position};
+use crate::db::events::Position;
 use crate::domain::values::PageLimit;
-use crate::error::ApiResult;
+use crate::http::error::ApiResult;
 use crate::http::extract::Query;
 use crate::ids::EventId;
 use crate::state::AppState;
@@ -23,7 +23,7 @@ pub struct ListQuery {
 
 /// Events after `after` (the id of the last event the client has), in log order, never skipping
 /// one that commits late. `next_cursor` is the id to pass as `after` next time (null: nothing new).
-#[utoipa::path(get, path = "/api/v1/events", tag = "member", params(ListQuery), responses((status = 200, body = Page<Event>), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/events", operation_id = "list_events", tag = "member", params(ListQuery), responses((status = 200, body = Page<Event>, description = "A page of events in log order"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -34,7 +34,10 @@ pub async fn list(
         Some(after) if after > 0 => db::events::position_after(&mut conn, ws, after).await?,
         _ => Position::START,
     };
-    let items = db::events::list_after(&mut conn, ws, &pos, q.limit.get()).await?;
-    let next_cursor = items.last().map(|e| e.id.to_string());
-    Ok(axum::Json(Page { items, next_cursor }))
+    let rows = db::events::list_after(&mut conn, ws, &pos, q.limit.get()).await?;
+    let next_cursor = rows.last().map(|e| e.id().to_string());
+    Ok(axum::Json(Page {
+        items: rows.into_iter().map(|e| e.body).collect(),
+        next_cursor,
+    }))
 }

@@ -3,31 +3,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Html;
-use serde_json::{Value, json};
+use paddock_api::{Health, Readiness};
+use serde_json::json;
 
 use crate::state::AppState;
 
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Health {
-    status: &'static str,
-}
-
-#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "ops", responses((status = 200, body = Health, description = "The process is up")))]
 pub async fn healthz() -> axum::Json<Health> {
-    axum::Json(Health { status: "ok" })
-}
-
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Readiness {
-    /// `ready` or `unavailable`.
-    status: &'static str,
-    /// `postgres` and, when configured, `redis`: `up` or `down`.
-    #[schema(value_type = Object)]
-    checks: Value,
+    axum::Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// 200 when Postgres (and Redis, if configured) answer within a second; else 503 naming what is down.
-#[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "ops", responses((status = 200, body = Readiness, description = "Every dependency answers"), (status = 503, body = Readiness, description = "A dependency is down")))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Readiness>) {
     let timeout = std::time::Duration::from_secs(1);
     let pg = tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool)).await;
@@ -52,7 +41,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Re
     (
         status,
         axum::Json(Readiness {
-            status: overall,
+            status: overall.into(),
             checks,
         }),
     )

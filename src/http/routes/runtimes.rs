@@ -1,14 +1,13 @@
 //! `GET /runtimes`, `GET /runtimes/{id}`.
 
 use axum::extract::State;
+use paddock_api::{Page, Runtime};
 use serde::Deserialize;
 
-use super::Page;
 use crate::auth::Member;
 use crate::db;
-use crate::db::runtimes::Runtime;
 use crate::domain::values::PageLimit;
-use crate::error::{ApiError, ApiResult};
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
 use crate::ids::RuntimeId;
 use crate::state::AppState;
@@ -21,7 +20,7 @@ pub struct ListQuery {
     cursor: Option<RuntimeId>,
 }
 
-#[utoipa::path(get, path = "/api/v1/runtimes", tag = "member", params(ListQuery), responses((status = 200, body = Page<Runtime>), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/runtimes", operation_id = "list_runtimes", tag = "member", params(ListQuery), responses((status = 200, body = Page<Runtime>, description = "A page of runtimes"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -30,12 +29,11 @@ pub async fn list(
     let mut conn = state.pool.acquire().await?;
     let limit = q.limit.get();
     let rows = db::runtimes::list(&mut conn, ws, q.cursor, limit + 1).await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |r| {
-        r.id.to_string()
-    })))
+    let page = Page::from_rows(rows, limit, |r| r.id.to_string());
+    Ok(axum::Json(page.map(Into::into)))
 }
 
-#[utoipa::path(get, path = "/api/v1/runtimes/{id}", tag = "member", params(("id" = uuid::Uuid, Path, description = "Runtime id")), responses((status = 200, body = Runtime), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/runtimes/{id}", operation_id = "get_runtime", tag = "member", params(("id" = uuid::Uuid, Path, description = "Runtime id")), responses((status = 200, body = Runtime, description = "The runtime"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn get(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -45,5 +43,5 @@ pub async fn get(
     let rt = db::runtimes::get(&mut conn, id, ws)
         .await?
         .ok_or(ApiError::NotFound("runtime"))?;
-    Ok(axum::Json(rt))
+    Ok(axum::Json(rt.into()))
 }

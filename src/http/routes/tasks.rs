@@ -2,36 +2,22 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use paddock_api::{CreateTask, Page, Task, TaskStatus, TaskWithAttempts};
+use serde::Deserialize;
 
-use super::Page;
 use crate::auth::Member;
 use crate::db;
-use crate::db::tasks::{Attempt, ListFilter, Task};
-use crate::domain::task::TaskStatus;
-use crate::domain::values::{JsonObject, MaxAttempts, PageLimit, Priority};
-use crate::error::{ApiError, ApiResult};
+use crate::db::tasks::{Attempt, ListFilter};
+use crate::domain::values::PageLimit;
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Json, Path, Query};
 use crate::ids::{AgentId, RuntimeId, TaskId};
 use crate::service;
 use crate::service::tasks::Enqueue;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTask {
-    agent_id: AgentId,
-    #[schema(value_type = Object)]
-    payload: JsonObject,
-    #[serde(default)]
-    priority: Priority,
-    #[serde(default)]
-    max_attempts: MaxAttempts,
-    idempotency_key: Option<String>,
-}
-
 /// 201 with the new task, or 200 with the task an earlier call made with the same idempotency key.
-#[utoipa::path(post, path = "/api/v1/tasks", tag = "member", request_body = CreateTask, responses((status = 201, body = Task, description = "Enqueued"), (status = 200, body = Task, description = "The task an earlier call made with the same idempotency key"), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/tasks", operation_id = "enqueue_task", tag = "member", request_body = CreateTask, responses((status = 201, body = Task, description = "Enqueued"), (status = 200, body = Task, description = "The task an earlier call made with the same idempotency key"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn create(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -57,7 +43,7 @@ pub async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, axum::Json(task)))
+    Ok((status, axum::Json(task.into())))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -71,17 +57,19 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/tasks", tag = "member", params(ListQuery), responses((status = 200, body = Page<Task>), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/tasks", operation_id = "list_tasks", tag = "member", params(ListQuery), responses((status = 200, body = Page<Task>, description = "A page of tasks, newest first"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn list(
     Member(ws): Member,
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Page<Task>>> {
-    if let Some(s) = &q.status
-        && TaskStatus::parse(s).is_none()
-    {
-        return Err(ApiError::BadRequest(format!("unknown status `{s}`")));
-    }
+    let status = match &q.status {
+        Some(s) => Some(
+            s.parse::<TaskStatus>()
+                .map_err(|_| ApiError::BadRequest(format!("unknown status `{s}`")))?,
+        ),
+        None => None,
+    };
     let before_seq = match &q.cursor {
         Some(c) => Some(
             c.parse::<i64>()
@@ -91,7 +79,7 @@ pub async fn list(
     };
     let limit = q.limit.get();
     let filter = ListFilter {
-        status: q.status,
+        status,
         agent: q.agent_id,
         runtime: q.runtime_id,
         before_seq,
@@ -99,19 +87,11 @@ pub async fn list(
     };
     let mut conn = state.pool.acquire().await?;
     let rows = db::tasks::list(&mut conn, ws, &filter).await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |t| {
-        t.seq.to_string()
-    })))
+    let page = Page::from_rows(rows, limit, |t| t.seq.to_string());
+    Ok(axum::Json(page.map(Into::into)))
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TaskWithAttempts {
-    #[serde(flatten)]
-    task: Task,
-    attempts: Vec<Attempt>,
-}
-
-#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "member", params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = TaskWithAttempts), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", operation_id = "get_task", tag = "member", params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = TaskWithAttempts, description = "The task and its attempts"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn get(
     Member(ws): Member,
     State(state): State<AppState>,
@@ -123,29 +103,20 @@ pub async fn get(
         .ok_or(ApiError::NotFound("task"))?;
     let mut attempts = db::tasks::attempts(&mut conn, id).await?;
     // The open attempt lives on the task row.
-    if let (Some(attempt_id), Some(dispatched_at)) = (task.attempt_id, task.dispatched_at)
-        && matches!(task.status.as_str(), "dispatched" | "running")
-    {
-        attempts.push(Attempt {
-            attempt: task.attempt,
-            attempt_id,
-            runtime_id: task.runtime_id,
-            dispatched_at,
-            started_at: task.started_at,
-            finished_at: None,
-            outcome: None,
-            failure_reason: None,
-            error: None,
-        });
-    }
-    Ok(axum::Json(TaskWithAttempts { task, attempts }))
+    attempts.extend(Attempt::open_of(&task));
+    Ok(axum::Json(TaskWithAttempts {
+        task: task.into(),
+        attempts: attempts.into_iter().map(Into::into).collect(),
+    }))
 }
 
-#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "member", params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", operation_id = "cancel_task", tag = "member", params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task, description = "The task, cancelled"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn cancel(
     Member(ws): Member,
     State(state): State<AppState>,
     Path(id): Path<TaskId>,
 ) -> ApiResult<axum::Json<Task>> {
-    Ok(axum::Json(service::tasks::cancel(&state, ws, id).await?))
+    Ok(axum::Json(
+        service::tasks::cancel(&state, ws, id).await?.into(),
+    ))
 }

@@ -19,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::auth::{Caller, authenticate};
 use crate::db;
 use crate::db::events::{Event, Position};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::extract::Query;
 use crate::ids::{EventId, WorkspaceId};
 use crate::state::AppState;
@@ -49,7 +49,7 @@ pub struct WsQuery {
     _token: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/ws", tag = "member", params(WsQuery), responses((status = 101, description = "Switching to the WebSocket event stream: text frames {id, type, occurred_at, subject_id, payload}"), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/ws", operation_id = "events_websocket", tag = "member", params(WsQuery), responses((status = 101, description = "Switching to the WebSocket event stream: text frames {id, type, occurred_at, subject_id, payload}"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn ws(
     WsMember(ws, token): WsMember,
     State(state): State<AppState>,
@@ -66,7 +66,7 @@ pub async fn ws(
 }
 
 async fn send_event(socket: &mut WebSocket, e: &Event) -> anyhow::Result<()> {
-    let text = serde_json::to_string(e)?;
+    let text = serde_json::to_string(&e.body)?;
     tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into())))
         .await
         .map_err(|_| anyhow::anyhow!("send timed out"))??;

@@ -1,0 +1,326 @@
+//! A daemon's reports about its attempts, single (`/tasks/{id}/start|…`) or batched
+//! (`/daemon/report`): one transaction, in three steps.
+//!
+//! 1. **Plan** (`domain::report::plan`, pure): lock the batch's tasks with one statement, and decide
+//!    for every report whether it is written, in which round, or how it is answered.
+//! 2. **Write**: round by round, one statement per action over the round's accepted reports
+//!    (`start_many`, `progress_many`, `complete_many`; failures one by one, as they may requeue).
+//! 3. **Emit**: the events of the written reports, in round order (a task's own events keep their
+//!    order), and the agents whose status to recompute; then commit.
+
+use std::collections::HashMap;
+
+use paddock_api::{EventType, ReportAction, TaskStatus};
+use sqlx::PgConnection;
+
+use super::tasks::{Failure, write_failure};
+use super::{Changes, Refusal, Result, commit, error::lost_race};
+use crate::db;
+use crate::db::tasks::{Fenced, Task};
+use crate::domain::report::{self, Plan, Step, Tracked};
+use crate::domain::retry::Backoff;
+use crate::domain::task::{FailureReason, TaskView};
+use crate::domain::values::JsonObject;
+use crate::events;
+use crate::ids::{AttemptId, TaskId, WorkspaceId};
+use crate::state::App;
+
+/// What a daemon reports about one attempt.
+#[derive(Debug, Clone)]
+pub enum Report {
+    Start,
+    Progress(JsonObject),
+    Complete(JsonObject),
+    Fail { error: String, retryable: bool },
+}
+
+impl Report {
+    pub fn action(&self) -> ReportAction {
+        match self {
+            Self::Start => ReportAction::Start,
+            Self::Progress(_) => ReportAction::Progress,
+            Self::Complete(_) => ReportAction::Complete,
+            Self::Fail { .. } => ReportAction::Fail,
+        }
+    }
+
+    /// The JSON a set-based write stores (progress or result).
+    fn data(&self) -> Option<&JsonObject> {
+        match self {
+            Self::Progress(d) | Self::Complete(d) => Some(d),
+            Self::Start | Self::Fail { .. } => None,
+        }
+    }
+}
+
+/// One report: the task, the attempt the daemon says it is running, and what happened.
+#[derive(Debug, Clone)]
+pub struct ReportItem {
+    pub task: TaskId,
+    pub attempt: AttemptId,
+    pub report: Report,
+}
+
+/// Each report's answer: the task as it is after it, or why it changed nothing.
+pub type Answers = Vec<std::result::Result<Task, Refusal>>;
+
+/// Applies a daemon's reports in order, in one transaction, and commits. A refused report changes
+/// nothing and does not abort the others; any other error aborts them all.
+pub async fn report(app: &App, ws: WorkspaceId, items: &[ReportItem]) -> Result<Answers> {
+    let mut tx = db::begin_hot(&app.pool).await?;
+    let backoff = app.backoff();
+    let mut tasks: HashMap<TaskId, Task> = db::tasks::lock_many(&mut tx, &task_ids(items), ws)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    let tracked = track(&mut tx, &tasks, items).await?;
+    let plan = report::plan(&plan_items(items), &tracked, backoff);
+    let mut written = vec![None; items.len()];
+    for round in 0..plan.round_count() {
+        let round = Round {
+            plan: &plan,
+            round,
+            items,
+        };
+        write_round(&mut tx, backoff, &round, &mut tasks, &mut written).await?;
+    }
+    let (answers, ch) = emit(items, &plan, written)?;
+    commit(app, tx, ch).await?;
+    Ok(answers)
+}
+
+fn task_ids(items: &[ReportItem]) -> Vec<TaskId> {
+    let mut ids: Vec<TaskId> = items.iter().map(|i| i.task).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn plan_items(items: &[ReportItem]) -> Vec<report::Item> {
+    items
+        .iter()
+        .map(|it| report::Item {
+            task: it.task,
+            attempt: it.attempt,
+            action: it.report.action(),
+            retryable: matches!(
+                it.report,
+                Report::Fail {
+                    retryable: true,
+                    ..
+                }
+            ),
+        })
+        .collect()
+}
+
+/// The planner's view of each locked task. A queued task whose reported attempt is its last one
+/// may have been sent back by its own daemon's failure (then a repeated `fail` is "already
+/// applied"): that is read from the attempt's record.
+async fn track(
+    conn: &mut PgConnection,
+    tasks: &HashMap<TaskId, Task>,
+    items: &[ReportItem],
+) -> Result<HashMap<TaskId, Tracked>> {
+    let mut out = HashMap::with_capacity(tasks.len());
+    for task in tasks.values() {
+        let failed_by_agent = match task.status {
+            TaskStatus::Failed => task.failure_reason == Some(FailureReason::AgentError),
+            TaskStatus::Queued
+                if items
+                    .iter()
+                    .any(|i| i.task == task.id && Some(i.attempt) == task.attempt_id) =>
+            {
+                let attempt = task.attempt_id.ok_or_else(lost_race)?;
+                db::tasks::attempt_failure_reason(conn, attempt).await?
+                    == Some(FailureReason::AgentError)
+            }
+            _ => false,
+        };
+        let view = TaskView {
+            status: task.status,
+            attempt_id: task.attempt_id,
+            started: task.started_at.is_some(),
+            failed_by_agent,
+        };
+        out.insert(
+            task.id,
+            Tracked {
+                view,
+                attempt: task.attempt,
+                max_attempts: task.max_attempts,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// One round of a plan.
+struct Round<'a> {
+    plan: &'a Plan,
+    round: usize,
+    items: &'a [ReportItem],
+}
+
+impl Round<'_> {
+    /// The fenced writes of `action` this round: reports written by their own statement, and
+    /// starts written by the complete statement with their completion.
+    fn fenced(&self, action: ReportAction) -> Vec<Fenced<'_>> {
+        self.plan
+            .round(self.round)
+            .filter_map(|i| {
+                let it = &self.items[i];
+                let (data_of, start) = match &self.plan.steps[i] {
+                    Step::Write if it.report.action() == action => (it, false),
+                    Step::StartWithComplete(j) if action == ReportAction::Complete => {
+                        (&self.items[*j], true)
+                    }
+                    _ => return None,
+                };
+                Some(Fenced {
+                    id: it.task,
+                    attempt: it.attempt,
+                    data: data_of.report.data(),
+                    start,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A report's answer from the write step: a row it wrote (which has its event), or the row as it
+/// was (a repeat, which has none).
+#[derive(Clone)]
+enum Written {
+    Row(Task),
+    Answer(Task),
+}
+
+/// Writes one round and records each report's answer in `written`; `tasks` follows the rows.
+async fn write_round(
+    conn: &mut PgConnection,
+    backoff: Backoff,
+    round: &Round<'_>,
+    tasks: &mut HashMap<TaskId, Task>,
+    written: &mut [Option<Written>],
+) -> Result<()> {
+    let mut rows: HashMap<TaskId, Task> = HashMap::new();
+    for action in [
+        ReportAction::Start,
+        ReportAction::Progress,
+        ReportAction::Complete,
+    ] {
+        let fenced = round.fenced(action);
+        if fenced.is_empty() {
+            continue;
+        }
+        let out = match action {
+            ReportAction::Start => db::tasks::start_many(conn, &fenced).await?,
+            ReportAction::Progress => db::tasks::progress_many(conn, &fenced).await?,
+            _ => db::tasks::complete_many(conn, &fenced).await?,
+        };
+        rows.extend(out.into_iter().map(|t| (t.id, t)));
+    }
+    for i in round.plan.round(round.round) {
+        let item = &round.items[i];
+        let answer = match &round.plan.steps[i] {
+            Step::Refuse(_) => continue,
+            Step::AlreadyApplied => {
+                Written::Answer(tasks.get(&item.task).ok_or_else(lost_race)?.clone())
+            }
+            Step::WrittenWithStart => {
+                // Written with its start in the round before: now it is the task's row.
+                if let Some(Written::Row(done)) = &written[i] {
+                    tasks.insert(item.task, done.clone());
+                }
+                continue;
+            }
+            Step::StartWithComplete(j) => {
+                let done = rows.remove(&item.task).ok_or_else(lost_race)?;
+                // The start's answer: the written row as the start alone leaves it.
+                let started = Task {
+                    status: TaskStatus::Running,
+                    result: None,
+                    finished_at: None,
+                    ..done.clone()
+                };
+                written[*j] = Some(Written::Row(done));
+                tasks.insert(item.task, started.clone());
+                Written::Row(started)
+            }
+            Step::Write => {
+                let row = match &item.report {
+                    Report::Fail { error, retryable } => {
+                        let before = tasks.get(&item.task).ok_or_else(lost_race)?;
+                        let failure = Failure {
+                            reason: FailureReason::AgentError,
+                            error: Some(error),
+                            retryable: *retryable,
+                        };
+                        write_failure(conn, backoff, before, failure).await?
+                    }
+                    _ => rows.remove(&item.task).ok_or_else(lost_race)?,
+                };
+                tasks.insert(item.task, row.clone());
+                Written::Row(row)
+            }
+        };
+        written[i] = Some(answer);
+    }
+    Ok(())
+}
+
+/// The answers, and the events of the written reports in round order.
+fn emit(
+    items: &[ReportItem],
+    plan: &Plan,
+    written: Vec<Option<Written>>,
+) -> Result<(Answers, Changes)> {
+    let mut ch = Changes::default();
+    let mut answers: Vec<Option<std::result::Result<Task, Refusal>>> = vec![None; items.len()];
+    let mut written = written;
+    for round in 0..plan.round_count() {
+        for i in plan.round(round) {
+            let item = &items[i];
+            answers[i] = Some(match (&plan.steps[i], written[i].take()) {
+                (Step::Refuse(refusal), _) => Err(refusal.clone()),
+                (_, Some(Written::Answer(task))) => Ok(task),
+                (_, Some(Written::Row(task))) => {
+                    ch.push(event_of(item, &task));
+                    if matches!(item.report, Report::Complete(_) | Report::Fail { .. }) {
+                        ch.agent_changed(task.agent_id);
+                    }
+                    Ok(task)
+                }
+                (_, None) => return Err(lost_race()),
+            });
+        }
+    }
+    let answers = answers
+        .into_iter()
+        .map(|a| a.ok_or_else(lost_race))
+        .collect::<Result<Answers>>()?;
+    Ok((answers, ch))
+}
+
+/// The event of a written report.
+fn event_of(item: &ReportItem, task: &Task) -> db::events::NewEvent {
+    match &item.report {
+        Report::Start => events::task(EventType::TaskRunning, task),
+        Report::Progress(_) => events::task_progress(task),
+        Report::Complete(_) => events::task(EventType::TaskCompleted, task),
+        Report::Fail { error, .. } => {
+            events::task_ended(task, FailureReason::AgentError, Some(error))
+        }
+    }
+}
+
+/// A single report (`/tasks/{id}/start|progress|complete|fail`): refused with `Error::Refused`.
+pub async fn report_one(app: &App, ws: WorkspaceId, item: ReportItem) -> Result<Task> {
+    report(app, ws, std::slice::from_ref(&item))
+        .await?
+        .pop()
+        .ok_or_else(lost_race)?
+        .map_err(super::Error::Refused)
+}
