@@ -5,7 +5,6 @@
 //! owned by one `TaskTracker`, stops on the shared `CancellationToken`, and is awaited at shutdown.
 
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -87,6 +86,31 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
         }),
     })))
+}
+
+/// Runs the sweepers' tick `ticks` times now, as the leader, and returns each tick's duration
+/// (`paddock sweep`: for operators, and for `bench sweep`). Fails if another replica leads.
+pub async fn sweep_now(
+    settings: Settings,
+    ticks: u64,
+    replica: &str,
+) -> anyhow::Result<Vec<std::time::Duration>> {
+    let state = build(settings, CancellationToken::new()).await?;
+    let mut leader =
+        sweep::leader::Leader::new(state.settings.database_url.clone().unwrap_or_default());
+    anyhow::ensure!(
+        leader.ensure().await,
+        "another replica holds the sweeper lock: it sweeps every sweep_interval already"
+    );
+    let mut out = Vec::new();
+    for _ in 0..ticks {
+        let t = std::time::Instant::now();
+        sweep::tick(&state, replica).await;
+        out.push(t.elapsed());
+    }
+    leader.release().await;
+    state.pool.close().await;
+    Ok(out)
 }
 
 /// Serves on `listener` until `shutdown` is cancelled; in-flight requests finish, background loops

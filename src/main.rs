@@ -54,8 +54,20 @@ enum Command {
         #[arg(long, env = "PADDOCK_DATA_DIR", default_value = "./.paddock")]
         data_dir: std::path::PathBuf,
     },
+    /// Run the sweepers' tick now (as the leader; refused while a replica leads) and print each
+    /// tick's time in milliseconds.
+    Sweep {
+        #[command(flatten)]
+        settings: Box<Settings>,
+        /// Ticks to run.
+        #[arg(long, default_value_t = 1)]
+        ticks: u64,
+        /// The name the ticks are recorded under in `sweeper_runs`.
+        #[arg(long, default_value = "paddock-sweep")]
+        replica: String,
+    },
     /// Measure throughput and latency against a scratch database (see BENCHMARKS.md).
-    Bench(paddock::bench::BenchArgs),
+    Bench(paddock_bench::BenchArgs),
 }
 
 /// Logs go to stdout, except for `bench`, whose stdout carries the results.
@@ -150,6 +162,23 @@ async fn run_serve(mut settings: Settings) -> anyhow::Result<()> {
     result
 }
 
+async fn run_sweep(mut settings: Settings, ticks: u64, replica: &str) -> anyhow::Result<()> {
+    let mut embedded = None;
+    if settings.database_url.is_none() {
+        let pg = embedded_postgres(&settings.data_dir).await?;
+        settings.database_url = Some(pg.url());
+        embedded = Some(pg);
+    }
+    let result = paddock::sweep_now(settings, ticks, replica).await;
+    if let Some(pg) = embedded {
+        pg.stop().await?;
+    }
+    for t in result? {
+        println!("tick {:.3}", t.as_secs_f64() * 1000.0);
+    }
+    Ok(())
+}
+
 async fn run_migrate(database_url: Option<String>, data_dir: &Path) -> anyhow::Result<()> {
     let (url, embedded) = match database_url {
         Some(url) => (url, None),
@@ -178,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // A bench's in-process server would log every request at info; only warnings are wanted.
     let (default_filter, to_stderr) = match cli.command {
-        Command::Bench(_) => ("warn", true),
+        Command::Bench(_) | Command::Sweep { .. } => ("warn", true),
         _ => ("info,sqlx=warn,tower_http=info", false),
     };
     init_tracing(cli.log_format, default_filter, to_stderr);
@@ -188,6 +217,11 @@ async fn main() -> anyhow::Result<()> {
             database_url,
             data_dir,
         } => run_migrate(database_url, &data_dir).await,
-        Command::Bench(args) => paddock::bench::run(args).await,
+        Command::Sweep {
+            settings,
+            ticks,
+            replica,
+        } => run_sweep(*settings, ticks, &replica).await,
+        Command::Bench(args) => paddock_bench::run(args).await,
     }
 }

@@ -26,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use paddock::Settings;
 use paddock::embedded::{PgOptions, PrivatePostgres, PrivateRedis, RedisOptions};
+use paddock_client::api as wire;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -235,7 +236,12 @@ impl TestApp {
     }
 
     pub async fn start(settings: Settings) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(settings, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A server listening on `addr` (a replica restarted on the address it had, say).
+    pub async fn start_at(settings: Settings, addr: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let database_url = settings.database_url.clone().unwrap();
@@ -317,33 +323,41 @@ impl TestApp {
             .await
     }
 
+    /// A typed API client for this server with `token` (no retries: tests see every answer).
+    pub fn client(&self, token: &str) -> paddock_client::Client {
+        paddock_client::Client::with_http(self.http.clone(), &self.base, token)
+            .expect("client for the test server")
+            .retry(paddock_client::RetryPolicy::NONE)
+    }
+
     /// A workspace with a member and a daemon token.
     pub async fn workspace(&self) -> Ws {
         let slug = format!("ws-{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let r = self
-            .post(
-                "/api/v1/workspaces",
-                &self.admin_token,
-                json!({ "name": slug, "slug": slug }),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        let id = r.body["id"].as_str().unwrap().to_owned();
+        let body = wire::CreateWorkspace {
+            name: slug.clone().try_into().unwrap(),
+            slug: Some(slug.try_into().unwrap()),
+        };
+        let ws = self
+            .client(&self.admin_token)
+            .create_workspace(&body)
+            .await
+            .expect("create a workspace");
+        let id = ws.id.to_string();
         let member = self.token(&id, "member").await;
         let daemon = self.token(&id, "daemon").await;
         Ws { id, member, daemon }
     }
 
     pub async fn token(&self, ws: &str, kind: &str) -> String {
-        let r = self
-            .post(
-                &format!("/api/v1/workspaces/{ws}/tokens"),
-                &self.admin_token,
-                json!({ "kind": kind, "name": kind }),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        r.body["token"].as_str().unwrap().to_owned()
+        let body = wire::CreateToken {
+            kind: kind.parse().expect("a token kind"),
+            name: kind.to_owned().try_into().unwrap(),
+        };
+        self.client(&self.admin_token)
+            .create_token(ws.parse().unwrap(), &body)
+            .await
+            .expect("mint a token")
+            .token
     }
 
     /// Registers a runtime; returns its id.
@@ -356,47 +370,57 @@ impl TestApp {
     }
 
     pub async fn runtime_with(&self, ws: &Ws, body: Value) -> String {
-        let r = self.post("/api/v1/daemon/register", &ws.daemon, body).await;
-        assert!(r.status.is_success(), "{:?}", r.body);
-        r.body["runtime_id"].as_str().unwrap().to_owned()
+        let body: wire::Register = serde_json::from_value(body).expect("a registration body");
+        let reg = self
+            .client(&ws.daemon)
+            .register(&body)
+            .await
+            .expect("register a runtime");
+        reg.value.runtime_id.to_string()
     }
 
     /// Creates an agent on a runtime; returns its id.
     pub async fn agent(&self, ws: &Ws, runtime: &str, max_concurrent_tasks: i64) -> String {
-        let r = self
-            .post(
-                "/api/v1/agents",
-                &ws.member,
-                json!({ "name": "agent", "runtime_id": runtime, "max_concurrent_tasks": max_concurrent_tasks,
-                        "definition": { "model": "test" } }),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        r.body["id"].as_str().unwrap().to_owned()
+        let body = wire::CreateAgent {
+            name: "agent".to_owned().try_into().unwrap(),
+            runtime_id: runtime.parse().unwrap(),
+            max_concurrent_tasks: max_concurrent_tasks.try_into().unwrap(),
+            definition: json!({ "model": "test" }).as_object().unwrap().clone(),
+        };
+        let agent = self
+            .client(&ws.member)
+            .create_agent(&body)
+            .await
+            .expect("create an agent");
+        agent.id.to_string()
     }
 
-    /// Enqueues a task; returns the task object.
+    /// Enqueues a task (the payload `{"n": 1}` unless `body` says otherwise); returns the task
+    /// object as the server sent it.
     pub async fn enqueue(&self, ws: &Ws, agent: &str, body: Value) -> Value {
         let mut b = json!({ "agent_id": agent, "payload": { "n": 1 } });
         if let (Some(b), Some(extra)) = (b.as_object_mut(), body.as_object()) {
             b.extend(extra.clone());
         }
-        let r = self.post("/api/v1/tasks", &ws.member, b).await;
-        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        r.body
+        let body: wire::CreateTask = serde_json::from_value(b).expect("an enqueue body");
+        let task = self
+            .client(&ws.member)
+            .enqueue(&body)
+            .await
+            .expect("enqueue a task");
+        assert!(task.created, "a new task, not an idempotent repeat");
+        serde_json::to_value(task.value).unwrap()
     }
 
     /// Claims for a runtime; returns the reply body.
     pub async fn claim(&self, ws: &Ws, runtime: &str, max_tasks: i64, wait_ms: u64) -> Value {
-        let r = self
-            .post(
-                "/api/v1/daemon/claim",
-                &ws.daemon,
-                json!({ "runtime_id": runtime, "max_tasks": max_tasks, "wait_ms": wait_ms }),
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        r.body
+        let body = wire::Claim {
+            runtime_id: runtime.parse().unwrap(),
+            max_tasks: max_tasks.try_into().unwrap(),
+            wait_ms: (wait_ms as i64).try_into().unwrap(),
+        };
+        let reply = self.client(&ws.daemon).claim(&body).await.expect("claim");
+        serde_json::to_value(reply).unwrap()
     }
 
     /// A daemon report on one task: `action` is start|progress|complete|fail.

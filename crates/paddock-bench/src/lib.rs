@@ -1,12 +1,14 @@
-//! `paddock bench`: load scenarios that measure a real Paddock server, started in this process on
-//! a loopback port against a scratch database, next to a same-run baseline of the equivalent plain
-//! SQL straight to Postgres. BENCHMARKS.md records the figures and how to read them.
+//! `paddock bench`: load scenarios that measure a real Paddock server — `paddock serve` started as
+//! a process of its own on a loopback port against a scratch database — next to a same-run baseline
+//! of the equivalent plain SQL straight to Postgres. The scenarios drive the server over HTTP only.
+//! BENCHMARKS.md records the figures and how to read them.
 //!
 //! * `drain` — enqueue N tasks, then D simulated daemons claim, start and complete them over HTTP;
 //!   baseline: the same claim/start/complete SQL with the same concurrency.
 //! * `heartbeat` — R runtimes heartbeating over HTTP as fast as the load allows; baseline: one
 //!   `UPDATE runtimes SET last_seen_at` per heartbeat.
-//! * `sweep` — one sweeper tick and server start-up, with and without H rows of task history.
+//! * `sweep` — one sweeper tick (`paddock sweep`) and server start-up, with and without H rows of
+//!   task history.
 //!
 //! Each run creates `paddock_bench_<random>` on the `DATABASE_URL` server and drops it at the end
 //! (also on error or Ctrl-C); Redis keys go under a prefix of their own and expire by their TTL.
@@ -38,6 +40,11 @@ pub struct BenchArgs {
     #[arg(long, global = true)]
     json: bool,
 
+    /// The `paddock` binary whose server is measured (default: this one). Lets one bench client
+    /// measure two builds in turn.
+    #[arg(long, env = "PADDOCK_BENCH_SERVER_BIN", global = true)]
+    server_bin: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -58,9 +65,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "bench needs DATABASE_URL: a PostgreSQL server where it may create a database \
          (e.g. postgres://postgres@127.0.0.1:5432/postgres)",
     )?;
+    let server_bin = match &args.server_bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe().context("cannot find the paddock binary")?,
+    };
     let services = Services {
         database_url,
         redis_url: args.redis_url.clone(),
+        server_bin,
     };
     let db = BenchDb::create(&services.database_url).await?;
     eprintln!(

@@ -1,26 +1,28 @@
 //! What every scenario stands on: a scratch database created on the `DATABASE_URL` server and
-//! dropped at the end, a Paddock server started in-process on an ephemeral loopback port, and a
-//! small JSON-over-HTTP client that turns any unexpected answer into an error naming the call.
+//! dropped at the end, a Paddock server started as a process of its own (`paddock serve`, so that
+//! its CPU and memory are its own) on a free loopback port, and a small JSON-over-HTTP client that
+//! turns any unexpected answer into an error naming the call.
 
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use rand::RngCore;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::Settings;
-
-/// Where the bench may work: a PostgreSQL server on which it creates a database, and Redis if set.
+/// Where the bench may work: a PostgreSQL server on which it creates a database, Redis if set, and
+/// the `paddock` binary whose `serve` it measures.
 #[derive(Clone, Debug)]
 pub struct Services {
     pub database_url: String,
     pub redis_url: Option<String>,
+    pub server_bin: PathBuf,
 }
 
 /// A database created for one run (`paddock_bench_<random>`), dropped by [`BenchDb::drop_now`].
@@ -103,59 +105,104 @@ fn database_url(admin_url: &str, db: &str) -> String {
     url
 }
 
-/// Server settings for a run: `paddock serve`'s defaults (and `PADDOCK_*` from the environment),
-/// the scratch database, Redis under a key prefix of its own, and a fresh admin token.
-pub fn settings(services: &Services, db: &BenchDb) -> Settings {
-    Settings {
-        listen: "127.0.0.1:0".parse().expect("loopback address"),
-        database_url: Some(db.url.clone()),
-        redis_url: services.redis_url.clone(),
-        redis_prefix: format!(
-            "paddock-bench-{}",
-            &Uuid::new_v4().simple().to_string()[..12]
+/// How a server of the run is started: `paddock serve`'s defaults (and `PADDOCK_*` from the
+/// environment), the scratch database, Redis under a key prefix of its own, a fresh admin token,
+/// and any `PADDOCK_*` overrides of the scenario.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub bin: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub admin_token: String,
+}
+
+pub fn settings(services: &Services, db: &BenchDb) -> ServerConfig {
+    let admin_token = generate_token();
+    let mut env = vec![
+        ("DATABASE_URL".to_owned(), db.url.clone()),
+        (
+            "PADDOCK_REDIS_PREFIX".to_owned(),
+            format!(
+                "paddock-bench-{}",
+                &Uuid::new_v4().simple().to_string()[..12]
+            ),
         ),
-        admin_token: Some(crate::auth::generate_token()),
-        ..Settings::default()
+        ("PADDOCK_ADMIN_TOKEN".to_owned(), admin_token.clone()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ];
+    if let Some(url) = &services.redis_url {
+        env.push(("REDIS_URL".to_owned(), url.clone()));
+    }
+    ServerConfig {
+        bin: services.server_bin.clone(),
+        env,
+        admin_token,
     }
 }
 
-/// A Paddock server running in this process on an ephemeral loopback port.
+/// A token in the server's format (`pdk_` + 64 hex characters).
+fn generate_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("pdk_{}", hex::encode(bytes))
+}
+
+/// Runs `paddock migrate` on the scratch database.
+pub async fn migrate(services: &Services, db: &BenchDb) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new(&services.server_bin)
+        .arg("migrate")
+        .env("DATABASE_URL", &db.url)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run {} migrate", services.server_bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "paddock migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A free loopback port (bound, read and released; the server binds it a moment later).
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// A Paddock server running as a process of its own on a loopback port.
 pub struct Server {
     pub api: Api,
     pub addr: std::net::SocketAddr,
     pub admin_token: String,
-    /// From calling `serve` until `/readyz` first answered 200.
+    /// From spawning `paddock serve` until `/readyz` first answered 200.
     pub startup: Duration,
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
+    child: tokio::process::Child,
 }
 
 impl Server {
-    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("cannot bind a loopback port")?;
-        let addr = listener.local_addr()?;
+    pub async fn start(cfg: ServerConfig) -> anyhow::Result<Self> {
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let api = Api::new(format!("http://{addr}"))?;
-        let admin_token = settings.admin_token.clone().unwrap_or_default();
-        let shutdown = CancellationToken::new();
         let t0 = Instant::now();
-        let mut handle = tokio::spawn(crate::serve(settings, listener, shutdown.clone()));
-        // The listener is bound already, so a request waits in the backlog until the router runs.
+        let mut child = tokio::process::Command::new(&cfg.bin)
+            .arg("serve")
+            .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+            .env("PADDOCK_LISTEN", addr.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {} serve", cfg.bin.display()))?;
         loop {
-            tokio::select! {
-                res = &mut handle => {
-                    res.context("the server task panicked")?.context("the server failed to start")?;
-                    bail!("the server stopped before it was ready");
-                }
-                ready = api.ready() => {
-                    if ready {
-                        break;
-                    }
-                }
+            if let Some(status) = child.try_wait()? {
+                bail!("the server exited before it was ready ({status})");
+            }
+            if api.ready().await {
+                break;
             }
             if t0.elapsed() > Duration::from_secs(120) {
-                shutdown.cancel();
                 bail!("the server did not become ready within 120 s");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -163,17 +210,25 @@ impl Server {
         Ok(Self {
             api,
             addr,
-            admin_token,
+            admin_token: cfg.admin_token,
             startup: t0.elapsed(),
-            shutdown,
-            handle,
+            child,
         })
     }
 
-    /// Graceful shutdown (in-flight requests finish, heartbeats are flushed).
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.handle.await.context("the server task panicked")?
+    /// Graceful shutdown (SIGTERM: in-flight requests finish, heartbeats are flushed).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        }
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .context("the server did not stop within 60 s")??;
+        if !status.success() {
+            bail!("the server exited with {status}");
+        }
+        Ok(())
     }
 
     /// A workspace with a member and a daemon token.
@@ -287,9 +342,9 @@ impl Api {
 /// hot loop over it costs the client little beyond the socket work (the client shares the machine
 /// with the server it measures).
 pub struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<axum::body::Bytes>>,
-    host: axum::http::HeaderValue,
-    auth: axum::http::HeaderValue,
+    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: http::HeaderValue,
+    auth: http::HeaderValue,
 }
 
 impl Conn {
@@ -309,19 +364,15 @@ impl Conn {
     }
 
     /// POSTs a JSON body; any status but 2xx is an error carrying the answer.
-    pub async fn post(
-        &mut self,
-        path: &'static str,
-        body: String,
-    ) -> anyhow::Result<axum::body::Bytes> {
-        use axum::http::header;
+    pub async fn post(&mut self, path: &'static str, body: String) -> anyhow::Result<bytes::Bytes> {
+        use http::header;
         use http_body_util::BodyExt;
         self.sender.ready().await?;
-        let req = axum::http::Request::post(path)
+        let req = http::Request::post(path)
             .header(header::HOST, self.host.clone())
             .header(header::AUTHORIZATION, self.auth.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(axum::body::Bytes::from(body)))?;
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
         let res = self.sender.send_request(req).await?;
         let status = res.status();
         let bytes = res.into_body().collect().await?.to_bytes();

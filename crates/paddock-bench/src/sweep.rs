@@ -1,9 +1,9 @@
 //! `bench sweep`: does a sweeper tick, or server start-up, get slower with task history?
 //!
 //! On a fresh, migrated database with the fixed active set of [`super::sweep_seed`], measure
-//! ("empty"): K ticks of `sweep::tick` on a state from `paddock::build` (median reported; the first
+//! ("empty"): K sweeper ticks in one `paddock sweep --ticks K` process (median reported; the first
 //! does the real work — stale runtimes, timeouts, expiry, collection, event retention — and the
-//! rest find nothing), then M server start-ups (call `serve` → `/readyz` answers 200; median).
+//! rest find nothing), then M server start-ups (spawn `serve` → `/readyz` answers 200; median).
 //! Then seed H terminal tasks, restore the active set, and measure again ("history"). Before each
 //! measurement the tables are vacuumed and analyzed and a checkpoint is taken. Per-sweep medians
 //! come from the `sweeper_runs` rows the ticks wrote; a tick's time beyond its sweeps is spent
@@ -11,12 +11,12 @@
 
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
 use clap::Args;
 use sqlx::{PgPool, Row};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::harness::{BenchDb, Server, Services, settings};
+use super::harness::{BenchDb, Server, Services, migrate, settings};
 use super::stats::{Summary, median_ms, ratio};
 use super::sweep_seed;
 
@@ -67,8 +67,8 @@ impl Phase {
 }
 
 pub async fn run(services: &Services, db: &BenchDb, args: &SweepArgs) -> anyhow::Result<Summary> {
+    migrate(services, db).await?;
     let pool = db.pool(4).await?;
-    crate::db::MIGRATOR.run(&pool).await?;
     let ws = sweep_seed::base(&pool).await?;
     let empty = measure(services, db, &pool, ws, args, "empty").await?;
 
@@ -143,16 +143,7 @@ async fn measure(
         .await?;
     let settings = settings(services, db);
     let replica = format!("bench-{label}");
-
-    let state = crate::build(settings.clone(), CancellationToken::new()).await?;
-    let mut ticks = Vec::new();
-    for _ in 0..args.ticks {
-        let t = Instant::now();
-        crate::sweep::tick(&state, &replica).await;
-        ticks.push(t.elapsed());
-    }
-    state.pool.close().await;
-    drop(state);
+    let ticks = ticks(&settings, &replica, args.ticks).await?;
 
     let mut starts = Vec::new();
     for _ in 0..args.starts {
@@ -184,4 +175,36 @@ async fn measure(
         sweeps,
         tasks,
     })
+}
+
+/// Runs `paddock sweep --ticks n` and reads the time of each tick from its output
+/// (`tick <ms>` lines).
+async fn ticks(
+    cfg: &super::harness::ServerConfig,
+    replica: &str,
+    n: u64,
+) -> anyhow::Result<Vec<Duration>> {
+    let out = tokio::process::Command::new(&cfg.bin)
+        .args(["sweep", "--ticks", &n.to_string(), "--replica", replica])
+        .envs(cfg.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("cannot run {} sweep", cfg.bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "paddock sweep failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ticks: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick "))
+        .filter_map(|ms| ms.trim().parse::<f64>().ok())
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .collect();
+    if ticks.len() as u64 != n {
+        bail!("paddock sweep printed {} ticks, not {n}", ticks.len());
+    }
+    Ok(ticks)
 }
