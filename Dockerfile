@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build of the `paddock` binary. The build uses the committed .sqlx/ query data
-# (SQLX_OFFLINE=true), the same way CI builds, so no database is needed at build time.
+# Multi-stage build of the `paddock` binary (the workspace: the server package at the root and its
+# member crates under crates/). The build uses the committed .sqlx/ query data (SQLX_OFFLINE=true),
+# the same way CI builds, so no database is needed at build time.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -11,6 +12,7 @@ COPY .sqlx .sqlx
 COPY migrations migrations
 COPY queries queries
 COPY src src
+COPY crates crates
 RUN cargo build --release --locked --bin paddock
 
 FROM debian:bookworm-slim

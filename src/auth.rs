@@ -209,44 +209,36 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The admin token.
-pub struct Admin;
+/// Extractors for routes that need one kind of caller; any other answers 403.
+macro_rules! caller_of_kind {
+    ($(#[$doc:meta])* $name:ident $(($field:ty))?, $pattern:pat => $value:expr, $needs:literal) => {
+        $(#[$doc])*
+        pub struct $name $((pub $field))?;
 
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Caller::from_request_parts(parts, state).await? {
-            Caller::Admin => Ok(Admin),
-            _ => Err(ApiError::Forbidden("this route needs the admin token")),
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+                match Caller::from_request_parts(parts, state).await? {
+                    $pattern => Ok($value),
+                    _ => Err(ApiError::Forbidden(concat!("this route needs ", $needs))),
+                }
+            }
         }
-    }
+    };
 }
 
-/// A member token; carries its workspace.
-pub struct Member(pub WorkspaceId);
-
-impl FromRequestParts<AppState> for Member {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Caller::from_request_parts(parts, state).await? {
-            Caller::Member { workspace, .. } => Ok(Member(workspace)),
-            _ => Err(ApiError::Forbidden("this route needs a member token")),
-        }
-    }
-}
-
-/// A daemon token; carries its workspace.
-pub struct Daemon(pub WorkspaceId);
-
-impl FromRequestParts<AppState> for Daemon {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        match Caller::from_request_parts(parts, state).await? {
-            Caller::Daemon { workspace, .. } => Ok(Daemon(workspace)),
-            _ => Err(ApiError::Forbidden("this route needs a daemon token")),
-        }
-    }
-}
+caller_of_kind!(
+    /// The admin token.
+    Admin, Caller::Admin => Admin, "the admin token"
+);
+caller_of_kind!(
+    /// A member token; carries its workspace.
+    Member(WorkspaceId), Caller::Member { workspace, .. } => Member(workspace), "a member token"
+);
+caller_of_kind!(
+    /// A daemon token; carries its workspace.
+    Daemon(WorkspaceId), Caller::Daemon { workspace, .. } => Daemon(workspace), "a daemon token"
+);
 
 #[cfg(test)]
 mod tests {

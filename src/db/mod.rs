@@ -3,6 +3,7 @@
 //! Functions take `&mut PgConnection` so callers decide the transaction; `db` never decides policy.
 
 pub mod agents;
+pub mod attempts;
 pub mod events;
 pub mod runtimes;
 pub mod sweeps;

@@ -105,21 +105,6 @@ pub struct Changed {
     pub workspace_id: WorkspaceId,
 }
 
-pub async fn mark_online(
-    conn: &mut PgConnection,
-    ws: WorkspaceId,
-    ids: &[RuntimeId],
-) -> sqlx::Result<Vec<Changed>> {
-    sqlx::query_file_as!(
-        Changed,
-        "queries/runtimes/mark_online.sql",
-        ws.0,
-        &uuids(ids)
-    )
-    .fetch_all(conn)
-    .await
-}
-
 pub async fn mark_offline(
     conn: &mut PgConnection,
     ws: WorkspaceId,

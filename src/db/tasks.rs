@@ -1,7 +1,7 @@
 //! Tasks and their finished attempts.
 
 use chrono::{DateTime, Utc};
-use paddock_api::{AgentStatus, AttemptOutcome, CancelNotice, FailureReason, TaskStatus};
+use paddock_api::{AgentStatus, CancelNotice, FailureReason, TaskStatus};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
@@ -59,54 +59,6 @@ impl From<Task> for paddock_api::Task {
             started_at: t.started_at,
             finished_at: t.finished_at,
         }
-    }
-}
-
-/// A finished attempt, from `ops.attempts`.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub attempt: i32,
-    pub attempt_id: AttemptId,
-    pub runtime_id: RuntimeId,
-    pub dispatched_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub outcome: Option<AttemptOutcome>,
-    pub failure_reason: Option<FailureReason>,
-    pub error: Option<String>,
-}
-
-impl From<Attempt> for paddock_api::Attempt {
-    fn from(a: Attempt) -> Self {
-        Self {
-            attempt: a.attempt,
-            attempt_id: a.attempt_id,
-            runtime_id: a.runtime_id,
-            dispatched_at: a.dispatched_at,
-            started_at: a.started_at,
-            finished_at: a.finished_at,
-            outcome: a.outcome,
-            failure_reason: a.failure_reason,
-            error: a.error,
-        }
-    }
-}
-
-impl Attempt {
-    /// The open attempt of an active task, which lives on the task row.
-    pub fn open_of(task: &Task) -> Option<Self> {
-        let (attempt_id, dispatched_at) = (task.attempt_id?, task.dispatched_at?);
-        task.status.is_active().then_some(Self {
-            attempt: task.attempt,
-            attempt_id,
-            runtime_id: task.runtime_id,
-            dispatched_at,
-            started_at: task.started_at,
-            finished_at: None,
-            outcome: None,
-            failure_reason: None,
-            error: None,
-        })
     }
 }
 
@@ -383,50 +335,6 @@ pub async fn queued_of_agent(conn: &mut PgConnection, agent: AgentId) -> sqlx::R
     sqlx::query_file_scalar!("queries/tasks/queued_of_agent.sql", agent.0)
         .fetch_all(conn)
         .await
-}
-
-/// Records the end of attempt `task.attempt` of `task` (as it was before the change).
-pub async fn insert_attempt(
-    conn: &mut PgConnection,
-    task: &Task,
-    failure_reason: FailureReason,
-    error: Option<&str>,
-) -> sqlx::Result<()> {
-    let (Some(attempt_id), Some(dispatched_at)) = (task.attempt_id, task.dispatched_at) else {
-        return Ok(());
-    };
-    sqlx::query_file!(
-        "queries/tasks/insert_attempt.sql",
-        attempt_id.0,
-        task.id.0,
-        task.workspace_id.0,
-        task.attempt,
-        task.runtime_id.0,
-        dispatched_at,
-        task.started_at,
-        failure_reason as _,
-        error,
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn attempts(conn: &mut PgConnection, task: TaskId) -> sqlx::Result<Vec<Attempt>> {
-    sqlx::query_file_as!(Attempt, "queries/tasks/attempts.sql", task.0)
-        .fetch_all(conn)
-        .await
-}
-
-/// Why a failed attempt failed (None: not failed, or not finished).
-pub async fn attempt_failure_reason(
-    conn: &mut PgConnection,
-    attempt: AttemptId,
-) -> sqlx::Result<Option<FailureReason>> {
-    let reason = sqlx::query_file_scalar!("queries/tasks/attempt_failure_reason.sql", attempt.0)
-        .fetch_optional(conn)
-        .await?;
-    Ok(reason.flatten())
 }
 
 /// Reads and locks a task of any workspace (sweepers).

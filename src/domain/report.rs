@@ -215,15 +215,26 @@ mod tests {
         }
     }
 
+    /// The plan of `reports` (attempt, action), all about one task in `status`.
+    fn plan_one(
+        status: TaskStatus,
+        max_attempts: i32,
+        reports: &[(AttemptId, ReportAction)],
+    ) -> Plan {
+        let (t, current) = (TaskId::new(), reports[0].0);
+        let tasks = HashMap::from([(t, tracked(status, current, max_attempts))]);
+        let items: Vec<Item> = reports.iter().map(|&(a, act)| item(t, a, act)).collect();
+        plan(&items, &tasks, B)
+    }
+
     #[test]
     fn start_then_complete_is_one_write_in_the_first_round() {
-        let (t, a) = (TaskId::new(), AttemptId::new());
-        let tasks = HashMap::from([(t, tracked(TaskStatus::Dispatched, a, 1))]);
-        let items = [
-            item(t, a, ReportAction::Start),
-            item(t, a, ReportAction::Complete),
-        ];
-        let plan = plan(&items, &tasks, B);
+        let a = AttemptId::new();
+        let plan = plan_one(
+            TaskStatus::Dispatched,
+            1,
+            &[(a, ReportAction::Start), (a, ReportAction::Complete)],
+        );
         assert_eq!(
             plan.steps,
             vec![Step::StartWithComplete(1), Step::WrittenWithStart]
@@ -233,47 +244,48 @@ mod tests {
     }
 
     #[test]
-    fn a_task_s_reports_are_judged_in_order() {
-        let (t, a) = (TaskId::new(), AttemptId::new());
-        let tasks = HashMap::from([(t, tracked(TaskStatus::Dispatched, a, 1))]);
-        // complete before start: invalid; the start then applies; a second start is a repeat.
-        let items = [
-            item(t, a, ReportAction::Complete),
-            item(t, a, ReportAction::Start),
-            item(t, a, ReportAction::Start),
+    fn each_report_is_judged_after_the_ones_before_it() {
+        use ReportAction::{Complete, Fail, Start};
+        let (a, b) = (AttemptId::new(), AttemptId::new());
+        let invalid = Refusal::InvalidTransition {
+            action: Complete,
+            status: TaskStatus::Dispatched,
+        };
+        let cases = [
+            // Complete before start: invalid; the start then applies; a second start is a repeat.
+            (
+                TaskStatus::Dispatched,
+                1,
+                vec![(a, Complete), (a, Start), (a, Start)],
+                vec![Step::Refuse(invalid), Step::Write, Step::AlreadyApplied],
+            ),
+            // A failure with attempts left requeues; its repeat is already applied; the attempt
+            // no longer owns the task.
+            (
+                TaskStatus::Running,
+                3,
+                vec![(a, Fail), (a, Fail), (a, Complete)],
+                vec![
+                    Step::Write,
+                    Step::AlreadyApplied,
+                    Step::Refuse(Refusal::Superseded(a)),
+                ],
+            ),
+            // A start followed by another attempt's completion is not fused with it.
+            (
+                TaskStatus::Dispatched,
+                1,
+                vec![(a, Start), (b, Complete)],
+                vec![Step::Write, Step::Refuse(Refusal::Superseded(b))],
+            ),
         ];
-        let plan = plan(&items, &tasks, B);
-        assert_eq!(
-            plan.steps,
-            vec![
-                Step::Refuse(Refusal::InvalidTransition {
-                    action: ReportAction::Complete,
-                    status: TaskStatus::Dispatched
-                }),
-                Step::Write,
-                Step::AlreadyApplied,
-            ]
-        );
-    }
-
-    #[test]
-    fn a_failure_with_attempts_left_requeues_and_its_repeat_is_already_applied() {
-        let (t, a) = (TaskId::new(), AttemptId::new());
-        let tasks = HashMap::from([(t, tracked(TaskStatus::Running, a, 3))]);
-        let items = [
-            item(t, a, ReportAction::Fail),
-            item(t, a, ReportAction::Fail),
-            item(t, a, ReportAction::Complete),
-        ];
-        let plan = plan(&items, &tasks, B);
-        assert_eq!(
-            plan.steps,
-            vec![
-                Step::Write,
-                Step::AlreadyApplied,
-                Step::Refuse(Refusal::Superseded(a))
-            ]
-        );
+        for (status, max_attempts, reports, want) in cases {
+            assert_eq!(
+                plan_one(status, max_attempts, &reports).steps,
+                want,
+                "{reports:?}"
+            );
+        }
     }
 
     #[test]
@@ -296,20 +308,5 @@ mod tests {
             ]
         );
         assert_eq!(plan.rounds, vec![0, 0, 1]);
-    }
-
-    #[test]
-    fn a_start_followed_by_another_attempt_s_complete_is_not_fused() {
-        let (t, a, b) = (TaskId::new(), AttemptId::new(), AttemptId::new());
-        let tasks = HashMap::from([(t, tracked(TaskStatus::Dispatched, a, 1))]);
-        let items = [
-            item(t, a, ReportAction::Start),
-            item(t, b, ReportAction::Complete),
-        ];
-        let plan = plan(&items, &tasks, B);
-        assert_eq!(
-            plan.steps,
-            vec![Step::Write, Step::Refuse(Refusal::Superseded(b))]
-        );
     }
 }

@@ -111,89 +111,64 @@ mod tests {
         }
     }
 
-    #[test]
-    fn happy_path_applies() {
+    /// Each `(status, action, decision)`: the report of the task's own attempt in that state.
+    fn assert_decisions(cases: &[(TaskStatus, ReportAction, Decision)]) {
         let a = AttemptId::new();
-        assert_eq!(
-            decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Start),
-            Decision::Apply
-        );
-        assert_eq!(
-            decide(&view(TaskStatus::Running, a), a, ReportAction::Progress),
-            Decision::Apply
-        );
-        assert_eq!(
-            decide(&view(TaskStatus::Running, a), a, ReportAction::Complete),
-            Decision::Apply
-        );
-    }
-
-    #[test]
-    fn repeats_are_already_applied() {
-        let a = AttemptId::new();
-        assert_eq!(
-            decide(&view(TaskStatus::Running, a), a, ReportAction::Start),
-            Decision::AlreadyApplied
-        );
-        assert_eq!(
-            decide(&view(TaskStatus::Completed, a), a, ReportAction::Complete),
-            Decision::AlreadyApplied
-        );
-        let mut requeued = view(TaskStatus::Queued, a);
-        requeued.failed_by_agent = true;
-        assert_eq!(
-            decide(&requeued, a, ReportAction::Fail),
-            Decision::AlreadyApplied
-        );
-        assert_eq!(
-            decide(&requeued, a, ReportAction::Complete),
-            Decision::Superseded
-        );
-    }
-
-    #[test]
-    fn attempts_the_server_ended_are_superseded_even_for_a_repeat() {
-        let a = AttemptId::new();
-        let mut requeued = view(TaskStatus::Queued, a);
-        requeued.failed_by_agent = false;
-        assert_eq!(
-            decide(&requeued, a, ReportAction::Fail),
-            Decision::Superseded
-        );
-        let mut timed_out = view(TaskStatus::Failed, a);
-        timed_out.failed_by_agent = false;
-        for act in [
-            ReportAction::Start,
-            ReportAction::Fail,
-            ReportAction::Complete,
-        ] {
-            assert_eq!(decide(&timed_out, a, act), Decision::Superseded);
+        for &(status, action, want) in cases {
+            let got = decide(&view(status, a), a, action);
+            assert_eq!(got, want, "{action} of a {status} task");
         }
     }
 
     #[test]
-    fn wrong_state_is_invalid() {
-        let a = AttemptId::new();
-        assert_eq!(
-            decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Complete),
-            Decision::Invalid
-        );
-        assert_eq!(
-            decide(&view(TaskStatus::Dispatched, a), a, ReportAction::Progress),
-            Decision::Invalid
-        );
-        assert_eq!(
-            decide(&view(TaskStatus::Completed, a), a, ReportAction::Fail),
-            Decision::Invalid
-        );
+    fn decide_follows_the_transition_table() {
+        use ReportAction as A;
+        use TaskStatus as S;
+        assert_decisions(&[
+            // The happy path applies.
+            (S::Dispatched, A::Start, Decision::Apply),
+            (S::Running, A::Progress, Decision::Apply),
+            (S::Running, A::Complete, Decision::Apply),
+            // A wrong state is invalid; a cancelled attempt is superseded.
+            (S::Dispatched, A::Complete, Decision::Invalid),
+            (S::Dispatched, A::Progress, Decision::Invalid),
+            (S::Completed, A::Fail, Decision::Invalid),
+            (S::Cancelled, A::Complete, Decision::Superseded),
+        ]);
     }
 
     #[test]
-    fn cancelled_attempt_is_superseded() {
+    fn only_a_repeat_of_what_the_daemon_did_is_already_applied() {
+        use ReportAction as A;
+        use TaskStatus as S;
+        assert_decisions(&[
+            (S::Running, A::Start, Decision::AlreadyApplied),
+            (S::Completed, A::Complete, Decision::AlreadyApplied),
+        ]);
         let a = AttemptId::new();
+        let ended = |status, failed_by_agent| TaskView {
+            failed_by_agent,
+            ..view(status, a)
+        };
+        // Requeued by its own daemon's failure: that failure repeats; nothing else of it applies.
         assert_eq!(
-            decide(&view(TaskStatus::Cancelled, a), a, ReportAction::Complete),
+            decide(&ended(S::Queued, true), a, A::Fail),
+            Decision::AlreadyApplied
+        );
+        assert_eq!(
+            decide(&ended(S::Queued, true), a, A::Complete),
             Decision::Superseded
         );
+        // Ended by the server (runtime offline, timeouts): superseded, even for a repeat.
+        assert_eq!(
+            decide(&ended(S::Queued, false), a, A::Fail),
+            Decision::Superseded
+        );
+        for act in [A::Start, A::Fail, A::Complete] {
+            assert_eq!(
+                decide(&ended(S::Failed, false), a, act),
+                Decision::Superseded
+            );
+        }
     }
 }

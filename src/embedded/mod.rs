@@ -11,15 +11,18 @@
 //! signals, file locks, logs, dropping privileges, chown) live here; each
 //! server's lifecycle lives in its own submodule.
 
+mod cluster;
 pub mod postgres;
 pub mod redis;
+mod user;
 
 pub use postgres::{PgOptions, PrivatePostgres};
 pub use redis::{PrivateRedis, RedisOptions};
+pub(crate) use user::{RunAs, check_traversable, chown_tree, run_as_user};
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -288,68 +291,6 @@ pub(crate) fn log_stdio(path: &Path, header: &str) -> Result<(Stdio, Stdio), Emb
     );
     let err = file.try_clone().map_err(io_err("open log file", path))?;
     Ok((file.into(), err.into()))
-}
-
-/// The unprivileged account a server runs as when we are root.
-#[derive(Debug, Clone)]
-pub(crate) struct RunAs {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// Who runs servers that refuse root (PostgreSQL): None when we are not root
-/// (run as ourselves), else the `postgres` system user, else `nobody`.
-pub(crate) fn run_as_user() -> Result<Option<RunAs>, EmbeddedError> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(None);
-    }
-    ["postgres", "nobody"]
-        .into_iter()
-        .find_map(|name| {
-            let user = nix::unistd::User::from_name(name).ok()??;
-            let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
-            Some(RunAs {
-                name: name.into(),
-                uid,
-                gid,
-            })
-        })
-        .map(Some)
-        .ok_or(EmbeddedError::NoUnprivilegedUser)
-}
-
-/// Every ancestor of `dir` (itself included) must grant search (x) to the
-/// user. Supplementary groups do not count: dropping to the user with
-/// Command::uid clears them.
-pub(crate) fn check_traversable(dir: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
-    for ancestor in dir.ancestors() {
-        let meta = std::fs::metadata(ancestor).map_err(io_err("inspect", ancestor))?;
-        let bit = if meta.uid() == user.uid {
-            0o100
-        } else if meta.gid() == user.gid {
-            0o010
-        } else {
-            0o001
-        };
-        if meta.mode() & bit == 0 {
-            let (dir, user) = (ancestor.to_path_buf(), user.name.clone());
-            return Err(EmbeddedError::NotTraversable { dir, user });
-        }
-    }
-    Ok(())
-}
-
-/// Recursive lchown; symlinks themselves are re-owned but never followed.
-pub(crate) fn chown_tree(path: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
-    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))
-        .map_err(io_err("chown", path))?;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        for entry in std::fs::read_dir(path).map_err(io_err("list", path))? {
-            chown_tree(&entry.map_err(io_err("list", path))?.path(), user)?;
-        }
-    }
-    Ok(())
 }
 
 /// The last few KiB of a log, for error messages.

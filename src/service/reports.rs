@@ -76,16 +76,21 @@ pub async fn report(app: &App, ws: WorkspaceId, items: &[ReportItem]) -> Result<
         .collect();
     let tracked = track(&mut tx, &tasks, items).await?;
     let plan = report::plan(&plan_items(items), &tracked, backoff);
-    let mut written = vec![None; items.len()];
+    let mut w = Writer {
+        backoff,
+        tasks: &mut tasks,
+        written: vec![None; items.len()],
+        rows: HashMap::new(),
+    };
     for round in 0..plan.round_count() {
         let round = Round {
             plan: &plan,
             round,
             items,
         };
-        write_round(&mut tx, backoff, &round, &mut tasks, &mut written).await?;
+        w.write_round(&mut tx, &round).await?;
     }
-    let (answers, ch) = emit(items, &plan, written)?;
+    let (answers, ch) = emit(items, &plan, w.written)?;
     commit(app, tx, ch).await?;
     Ok(answers)
 }
@@ -133,7 +138,7 @@ async fn track(
                     .any(|i| i.task == task.id && Some(i.attempt) == task.attempt_id) =>
             {
                 let attempt = task.attempt_id.ok_or_else(lost_race)?;
-                db::tasks::attempt_failure_reason(conn, attempt).await?
+                db::attempts::failure_reason(conn, attempt).await?
                     == Some(FailureReason::AgentError)
             }
             _ => false,
@@ -197,47 +202,69 @@ enum Written {
     Answer(Task),
 }
 
-/// Writes one round and records each report's answer in `written`; `tasks` follows the rows.
-async fn write_round(
-    conn: &mut PgConnection,
+/// The write step's state across rounds.
+struct Writer<'a> {
     backoff: Backoff,
-    round: &Round<'_>,
-    tasks: &mut HashMap<TaskId, Task>,
-    written: &mut [Option<Written>],
-) -> Result<()> {
-    let mut rows: HashMap<TaskId, Task> = HashMap::new();
-    for action in [
-        ReportAction::Start,
-        ReportAction::Progress,
-        ReportAction::Complete,
-    ] {
-        let fenced = round.fenced(action);
-        if fenced.is_empty() {
-            continue;
+    /// The batch's tasks as the rounds so far left them.
+    tasks: &'a mut HashMap<TaskId, Task>,
+    /// Each report's answer, once written.
+    written: Vec<Option<Written>>,
+    /// The rows the current round's statements returned.
+    rows: HashMap<TaskId, Task>,
+}
+
+impl Writer<'_> {
+    /// Writes one round and records each report's answer.
+    async fn write_round(&mut self, conn: &mut PgConnection, round: &Round<'_>) -> Result<()> {
+        self.rows.clear();
+        for action in [
+            ReportAction::Start,
+            ReportAction::Progress,
+            ReportAction::Complete,
+        ] {
+            let fenced = round.fenced(action);
+            if fenced.is_empty() {
+                continue;
+            }
+            let out = match action {
+                ReportAction::Start => db::tasks::start_many(conn, &fenced).await?,
+                ReportAction::Progress => db::tasks::progress_many(conn, &fenced).await?,
+                _ => db::tasks::complete_many(conn, &fenced).await?,
+            };
+            self.rows.extend(out.into_iter().map(|t| (t.id, t)));
         }
-        let out = match action {
-            ReportAction::Start => db::tasks::start_many(conn, &fenced).await?,
-            ReportAction::Progress => db::tasks::progress_many(conn, &fenced).await?,
-            _ => db::tasks::complete_many(conn, &fenced).await?,
-        };
-        rows.extend(out.into_iter().map(|t| (t.id, t)));
+        for i in round.plan.round(round.round) {
+            if let Some(answer) = self.answer(conn, round, i).await? {
+                self.written[i] = Some(answer);
+            }
+        }
+        Ok(())
     }
-    for i in round.plan.round(round.round) {
+
+    /// Report `i`'s answer after its round's statements ran: the row written for it, or the task
+    /// as it is (a repeat); a failure is written here, one by one, as it may requeue the task.
+    async fn answer(
+        &mut self,
+        conn: &mut PgConnection,
+        round: &Round<'_>,
+        i: usize,
+    ) -> Result<Option<Written>> {
         let item = &round.items[i];
-        let answer = match &round.plan.steps[i] {
-            Step::Refuse(_) => continue,
+        let row = match &round.plan.steps[i] {
+            Step::Refuse(_) => return Ok(None),
             Step::AlreadyApplied => {
-                Written::Answer(tasks.get(&item.task).ok_or_else(lost_race)?.clone())
+                let task = self.tasks.get(&item.task).ok_or_else(lost_race)?;
+                return Ok(Some(Written::Answer(task.clone())));
             }
             Step::WrittenWithStart => {
                 // Written with its start in the round before: now it is the task's row.
-                if let Some(Written::Row(done)) = &written[i] {
-                    tasks.insert(item.task, done.clone());
+                if let Some(Written::Row(done)) = &self.written[i] {
+                    self.tasks.insert(item.task, done.clone());
                 }
-                continue;
+                return Ok(None);
             }
             Step::StartWithComplete(j) => {
-                let done = rows.remove(&item.task).ok_or_else(lost_race)?;
+                let done = self.rows.remove(&item.task).ok_or_else(lost_race)?;
                 // The start's answer: the written row as the start alone leaves it.
                 let started = Task {
                     status: TaskStatus::Running,
@@ -245,30 +272,25 @@ async fn write_round(
                     finished_at: None,
                     ..done.clone()
                 };
-                written[*j] = Some(Written::Row(done));
-                tasks.insert(item.task, started.clone());
-                Written::Row(started)
+                self.written[*j] = Some(Written::Row(done));
+                started
             }
-            Step::Write => {
-                let row = match &item.report {
-                    Report::Fail { error, retryable } => {
-                        let before = tasks.get(&item.task).ok_or_else(lost_race)?;
-                        let failure = Failure {
-                            reason: FailureReason::AgentError,
-                            error: Some(error),
-                            retryable: *retryable,
-                        };
-                        write_failure(conn, backoff, before, failure).await?
-                    }
-                    _ => rows.remove(&item.task).ok_or_else(lost_race)?,
-                };
-                tasks.insert(item.task, row.clone());
-                Written::Row(row)
-            }
+            Step::Write => match &item.report {
+                Report::Fail { error, retryable } => {
+                    let before = self.tasks.get(&item.task).ok_or_else(lost_race)?;
+                    let failure = Failure {
+                        reason: FailureReason::AgentError,
+                        error: Some(error),
+                        retryable: *retryable,
+                    };
+                    write_failure(conn, self.backoff, before, failure).await?
+                }
+                _ => self.rows.remove(&item.task).ok_or_else(lost_race)?,
+            },
         };
-        written[i] = Some(answer);
+        self.tasks.insert(item.task, row.clone());
+        Ok(Some(Written::Row(row)))
     }
-    Ok(())
 }
 
 /// The answers, and the events of the written reports in round order.

@@ -9,6 +9,7 @@ use crate::db;
 use crate::db::runtimes::{NewRuntime, Registered};
 use crate::events;
 use crate::ids::{RuntimeId, WorkspaceId};
+use crate::live::Touched;
 use crate::state::App;
 
 /// Registers a runtime; returns it and whether it was created now.
@@ -60,76 +61,91 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> Result<
             (vec![Default::default(); ids.len()], true)
         }
     };
-    let mut states: Vec<RuntimeState> = ids
-        .iter()
-        .map(|&id| RuntimeState {
-            runtime_id: id,
-            status: HeartbeatStatus::Online,
-        })
-        .collect();
-    let to_check: Vec<RuntimeId> = ids
-        .iter()
-        .zip(&touched)
-        .filter(|(_, t)| !t.was_alive)
-        .map(|(id, _)| *id)
-        .collect();
-    let want_cancels: Vec<RuntimeId> = ids
-        .iter()
-        .zip(&touched)
-        .filter(|(_, t)| t.cancel_waiting || !t.was_alive)
-        .map(|(id, _)| *id)
-        .collect();
-    if to_check.is_empty() && want_cancels.is_empty() {
-        return Ok(HeartbeatReply {
-            runtimes: states,
-            cancel: Vec::new(),
-        });
-    }
-
-    let mut tx = app.pool.begin().await?;
-    let mut ch = Changes::default();
-    let mut unknown = Vec::new();
-    if !to_check.is_empty() {
-        let touched = db::runtimes::touch_or_revive(&mut tx, ws, &to_check).await?;
-        for (id, state) in ids.iter().zip(states.iter_mut()) {
-            if to_check.contains(id) && !touched.iter().any(|t| t.id == *id) {
-                state.status = HeartbeatStatus::Unknown;
-                unknown.push((ws, *id));
-            }
-        }
-        let revived: Vec<RuntimeId> = touched
+    let mut reply = HeartbeatReply {
+        runtimes: ids
             .iter()
-            .filter(|t| t.was_status == RuntimeStatus::Offline)
-            .map(|t| t.id)
-            .collect();
-        for id in &revived {
-            ch.push(events::runtime(
-                EventType::RuntimeOnline,
-                ws,
-                *id,
-                json!({}),
-            ));
-        }
-        let agents = db::agents::of_runtimes(&mut tx, &revived).await?;
-        ch.agents_changed(&agents);
-    }
-    let known_cancels: Vec<RuntimeId> = want_cancels
-        .into_iter()
-        .filter(|id| !unknown.iter().any(|(_, u)| u == id))
-        .collect();
-    let cancel = if known_cancels.is_empty() {
-        Vec::new()
-    } else {
-        db::tasks::take_cancels(&mut tx, &known_cancels).await?
+            .map(|&id| RuntimeState {
+                runtime_id: id,
+                status: HeartbeatStatus::Online,
+            })
+            .collect(),
+        cancel: Vec::new(),
     };
-    commit(app, tx, ch).await?;
-    if !unknown.is_empty() && !fallback {
-        let _ = app.live.forget(&unknown).await;
+    let pick = |keep: fn(&Touched) -> bool| -> Vec<RuntimeId> {
+        ids.iter()
+            .zip(&touched)
+            .filter(|(_, t)| keep(t))
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    let slow = SlowPath {
+        ws,
+        to_check: pick(|t| !t.was_alive),
+        want_cancels: pick(|t| t.cancel_waiting || !t.was_alive),
+        fallback,
+    };
+    if !slow.to_check.is_empty() || !slow.want_cancels.is_empty() {
+        slow.run(app, &mut reply).await?;
     }
-    Ok(HeartbeatReply {
-        runtimes: states,
-        cancel,
-    })
+    Ok(reply)
+}
+
+/// A heartbeat's Postgres work, for the runtimes the liveness store could not vouch for.
+struct SlowPath {
+    ws: WorkspaceId,
+    /// Runtimes not known as alive: new to the store, revived, or not of this workspace.
+    to_check: Vec<RuntimeId>,
+    /// Runtimes whose daemon has cancellations waiting (or may have).
+    want_cancels: Vec<RuntimeId>,
+    /// The store failed: nothing to forget there.
+    fallback: bool,
+}
+
+impl SlowPath {
+    async fn run(self, app: &App, reply: &mut HeartbeatReply) -> Result<()> {
+        let ws = self.ws;
+        let mut tx = app.pool.begin().await?;
+        let mut ch = Changes::default();
+        let mut unknown = Vec::new();
+        if !self.to_check.is_empty() {
+            let touched = db::runtimes::touch_or_revive(&mut tx, ws, &self.to_check).await?;
+            for state in reply.runtimes.iter_mut() {
+                let id = state.runtime_id;
+                if self.to_check.contains(&id) && !touched.iter().any(|t| t.id == id) {
+                    state.status = HeartbeatStatus::Unknown;
+                    unknown.push((ws, id));
+                }
+            }
+            let revived: Vec<RuntimeId> = touched
+                .iter()
+                .filter(|t| t.was_status == RuntimeStatus::Offline)
+                .map(|t| t.id)
+                .collect();
+            for id in &revived {
+                ch.push(events::runtime(
+                    EventType::RuntimeOnline,
+                    ws,
+                    *id,
+                    json!({}),
+                ));
+            }
+            let agents = db::agents::of_runtimes(&mut tx, &revived).await?;
+            ch.agents_changed(&agents);
+        }
+        let known_cancels: Vec<RuntimeId> = self
+            .want_cancels
+            .into_iter()
+            .filter(|id| !unknown.iter().any(|(_, u)| u == id))
+            .collect();
+        if !known_cancels.is_empty() {
+            reply.cancel = db::tasks::take_cancels(&mut tx, &known_cancels).await?;
+        }
+        commit(app, tx, ch).await?;
+        if !unknown.is_empty() && !self.fallback {
+            let _ = app.live.forget(&unknown).await;
+        }
+        Ok(())
+    }
 }
 
 /// Takes runtimes that were just marked offline through the consequences: their active tasks fail

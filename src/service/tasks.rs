@@ -219,7 +219,7 @@ pub async fn write_failure(
     if matches!(after, AfterFailure::Requeue { .. }) {
         // The next claim overwrites the attempt on the task row: keep it. A final failure stays on
         // the row (ops.attempts).
-        db::tasks::insert_attempt(conn, task, failure.reason, failure.error).await?;
+        db::attempts::insert(conn, task, failure.reason, failure.error).await?;
     }
     Ok(updated)
 }

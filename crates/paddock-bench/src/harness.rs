@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rand::RngCore;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use uuid::Uuid;
+
+pub use crate::http::{Api, Conn};
 
 /// Where the bench may work: a PostgreSQL server on which it creates a database, Redis if set, and
 /// the `paddock` binary whose `serve` it measures.
@@ -269,121 +269,6 @@ pub struct Workspace {
     pub id: String,
     pub member: String,
     pub daemon: String,
-}
-
-/// JSON over HTTP/1.1 with keep-alive; one client is shared by every simulated daemon.
-#[derive(Clone)]
-pub struct Api {
-    http: reqwest::Client,
-    /// Parsed once: each call only joins its path (the client's own cost counts against the server
-    /// on this shared machine).
-    base: reqwest::Url,
-}
-
-impl Api {
-    pub fn new(base: String) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .timeout(Duration::from_secs(60))
-            .build()
-            .context("cannot build the HTTP client")?;
-        let base = reqwest::Url::parse(&base).context("bad server address")?;
-        Ok(Self { http, base })
-    }
-
-    /// POSTs `body`; any status but 200/201 is an error carrying the answer.
-    pub async fn post<T: DeserializeOwned>(
-        &self,
-        path: &str,
-        token: &str,
-        body: &impl Serialize,
-    ) -> anyhow::Result<T> {
-        let res = self
-            .http
-            .post(self.base.join(path)?)
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("POST {path} failed"))?;
-        let status = res.status();
-        let bytes = res
-            .bytes()
-            .await
-            .with_context(|| format!("POST {path}: reading the answer"))?;
-        if !status.is_success() {
-            bail!(
-                "POST {path} answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-        }
-        serde_json::from_slice(&bytes).with_context(|| {
-            format!(
-                "POST {path}: unexpected answer {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        })
-    }
-
-    /// Whether `/readyz` answers 200 now.
-    async fn ready(&self) -> bool {
-        let Ok(url) = self.base.join("/readyz") else {
-            return false;
-        };
-        match self.http.get(url).send().await {
-            Ok(r) => r.status().is_success(),
-            Err(_) => false,
-        }
-    }
-}
-
-/// One keep-alive HTTP/1.1 connection, as a daemon holds to its server, driven by hyper directly: a
-/// hot loop over it costs the client little beyond the socket work (the client shares the machine
-/// with the server it measures).
-pub struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
-    host: http::HeaderValue,
-    auth: http::HeaderValue,
-}
-
-impl Conn {
-    pub async fn open(addr: std::net::SocketAddr, token: &str) -> anyhow::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(conn);
-        Ok(Self {
-            sender,
-            host: addr.to_string().parse()?,
-            auth: format!("Bearer {token}").parse()?,
-        })
-    }
-
-    /// POSTs a JSON body; any status but 2xx is an error carrying the answer.
-    pub async fn post(&mut self, path: &'static str, body: String) -> anyhow::Result<bytes::Bytes> {
-        use http::header;
-        use http_body_util::BodyExt;
-        self.sender.ready().await?;
-        let req = http::Request::post(path)
-            .header(header::HOST, self.host.clone())
-            .header(header::AUTHORIZATION, self.auth.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
-        let res = self.sender.send_request(req).await?;
-        let status = res.status();
-        let bytes = res.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            bail!(
-                "POST {path} answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
-        }
-        Ok(bytes)
-    }
 }
 
 /// Runs each client as a task of its own on the runtime's worker threads, as separate daemons

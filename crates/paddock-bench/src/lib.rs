@@ -17,6 +17,7 @@ mod baseline;
 mod drain;
 mod harness;
 mod heartbeat;
+mod http;
 mod stats;
 mod sweep;
 mod sweep_seed;

@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use crate::auth::Member;
 use crate::db;
-use crate::db::tasks::{Attempt, ListFilter};
+use crate::db::attempts::Attempt;
+use crate::db::tasks::ListFilter;
 use crate::domain::values::PageLimit;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Json, Path, Query};
@@ -101,7 +102,7 @@ pub async fn get(
     let task = db::tasks::get(&mut conn, id, ws)
         .await?
         .ok_or(ApiError::NotFound("task"))?;
-    let mut attempts = db::tasks::attempts(&mut conn, id).await?;
+    let mut attempts = db::attempts::of_task(&mut conn, id).await?;
     // The open attempt lives on the task row.
     attempts.extend(Attempt::open_of(&task));
     Ok(axum::Json(TaskWithAttempts {
