@@ -124,6 +124,27 @@ pub struct Settings {
     /// Largest accepted request body (answered 413 above it).
     #[arg(long, env = "PADDOCK_MAX_REQUEST_BODY", default_value = "1MiB", value_parser = byte_size)]
     pub max_request_body: usize,
+
+    /// Most transcript content one attempt may store (bytes of message content); messages past it
+    /// are dropped and the attempt is marked truncated.
+    #[arg(long, env = "PADDOCK_TRANSCRIPT_MAX_BYTES", default_value = "8MiB", value_parser = byte_size)]
+    pub transcript_max_bytes: usize,
+
+    /// An attempt's transcript is deleted once its first message is older than this (0 keeps them
+    /// until their task is deleted).
+    #[arg(long, env = "PADDOCK_TRANSCRIPT_RETENTION", default_value = "7d", value_parser = duration)]
+    pub transcript_retention: Duration,
+
+    /// A dispatched or running attempt that a reconciling daemon (one that lists its attempts in
+    /// heartbeats) has left unlisted for this long fails with `attempt_lost`. Default: three
+    /// heartbeat intervals.
+    #[arg(long, env = "PADDOCK_ATTEMPT_LOST_GRACE", value_parser = duration)]
+    pub attempt_lost_grace: Option<Duration>,
+
+    /// When a runtime goes offline, its dispatched and running tasks fail only after this grace; a
+    /// runtime that comes back within it keeps them running. 0: they fail at once.
+    #[arg(long, env = "PADDOCK_OFFLINE_GRACE", default_value = "0s", value_parser = duration)]
+    pub offline_grace: Duration,
 }
 
 impl Default for Settings {
@@ -138,6 +159,12 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// `attempt_lost_grace`, or its default of three heartbeat intervals.
+    pub fn attempt_lost_grace(&self) -> Duration {
+        self.attempt_lost_grace
+            .unwrap_or(self.heartbeat_interval * 3)
+    }
+
     /// Checks the relations between settings; the message names the setting at fault.
     pub fn validate(&self) -> Result<(), String> {
         let floor = self.heartbeat_flush_interval + self.heartbeat_interval + self.sweep_interval;
@@ -170,6 +197,17 @@ impl Settings {
         }
         if self.max_request_body < 1024 {
             return Err("max_request_body must be at least 1KiB".into());
+        }
+        if self.transcript_max_bytes < 1024 {
+            return Err("transcript_max_bytes must be at least 1KiB".into());
+        }
+        if self.attempt_lost_grace() <= self.heartbeat_interval {
+            return Err(format!(
+                "attempt_lost_grace ({}) must exceed heartbeat_interval ({}): a daemon lists its \
+                 attempts once per heartbeat",
+                humantime::format_duration(self.attempt_lost_grace()),
+                humantime::format_duration(self.heartbeat_interval),
+            ));
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod service;
 pub mod state;
 pub mod sweep;
 pub mod telemetry;
+pub mod transcripts;
 
 use std::sync::Arc;
 
@@ -136,6 +137,16 @@ pub async fn serve(
         shutdown.clone(),
     ));
     tracker.spawn(events::feed::reader(
+        state.pool.clone(),
+        state.hub.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(transcripts::feed::notifier(
+        state.pool.clone(),
+        state.hub.clone(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(transcripts::feed::reader(
         state.pool.clone(),
         state.hub.clone(),
         shutdown.clone(),

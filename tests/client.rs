@@ -81,12 +81,28 @@ async fn a_task_s_life_through_the_typed_client() {
         TaskStatus::Running
     );
     let t = daemon
-        .progress(id, attempt, object(json!({ "pct": 50 })))
+        .progress(
+            id,
+            &api::ProgressBody {
+                attempt_id: attempt,
+                progress: object(json!({ "pct": 50 })),
+                usage: None,
+                session: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(t.progress, Some(json!({ "pct": 50 })));
     let done = daemon
-        .complete(id, attempt, object(json!({ "ok": true })))
+        .complete(
+            id,
+            &api::CompleteBody {
+                attempt_id: attempt,
+                result: object(json!({ "ok": true })),
+                usage: None,
+                session: None,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(done.status, TaskStatus::Completed);
@@ -99,6 +115,8 @@ async fn a_task_s_life_through_the_typed_client() {
                 attempt_id: api::AttemptId::new(),
                 error: "late".into(),
                 retryable: true,
+                usage: None,
+                session: None,
             },
         )
         .await

@@ -47,11 +47,13 @@ dispatched AS (
         dispatched_at = now(),
         started_at = NULL,
         progress = NULL,
-        cancel_pending = false
+        cancel_pending = false,
+        usage = NULL,
+        unlisted_since = NULL
     FROM picked
     WHERE t.id = picked.id
     RETURNING t.id, t.workspace_id, t.agent_id, t.runtime_id, t.attempt_id, t.attempt, t.priority,
-              t.payload, t.enqueued_at, t.seq
+              t.payload, t.enqueued_at, t.seq, t.session
 ),
 working AS (
     UPDATE agents a
@@ -67,6 +69,7 @@ SELECT d.id AS "id!: TaskId", d.workspace_id AS "workspace_id!: WorkspaceId",
        d.agent_id AS "agent_id!: AgentId", d.runtime_id AS "runtime_id!: RuntimeId",
        d.attempt_id AS "attempt_id!: AttemptId", d.attempt AS "attempt!", d.priority AS "priority!",
        d.payload AS "payload!", d.enqueued_at AS "enqueued_at!", d.seq AS "seq!",
-       w.definition_version AS "definition_version!", w.was AS "agent_was!: AgentStatus"
+       w.definition_version AS "definition_version!", w.was AS "agent_was!: AgentStatus",
+       d.session AS "session: Json<StoredSession>"
 FROM dispatched d
 JOIN working w ON w.id = d.agent_id

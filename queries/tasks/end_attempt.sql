@@ -1,5 +1,7 @@
 -- Ends the current attempt of an active task (or cancels a queued one): back to 'queued' with a
 -- run_after (retry), or 'failed' / 'cancelled'. Fenced by attempt id and the expected statuses.
+-- $9 the attempt's usage and $10 the task's session (NULL: unchanged); $11 the earlier attempts'
+-- summed usage (a retry adds the ended attempt's to it and starts the next from none).
 UPDATE tasks
 SET status = $3,
     failure_reason = $4,
@@ -8,9 +10,14 @@ SET status = $3,
     finished_at = CASE WHEN $3 = 'queued' THEN NULL ELSE now() END,
     dispatched_at = CASE WHEN $3 = 'queued' THEN NULL ELSE dispatched_at END,
     started_at = CASE WHEN $3 = 'queued' THEN NULL ELSE started_at END,
-    cancel_pending = $7
+    cancel_pending = $7,
+    usage = CASE WHEN $3 = 'queued' THEN NULL ELSE coalesce($9, usage) END,
+    session = coalesce($10, session),
+    usage_prior = $11,
+    unlisted_since = NULL
 WHERE id = $1 AND attempt_id IS NOT DISTINCT FROM $2 AND status = ANY($8::text[])
 RETURNING id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
        runtime_id AS "runtime_id: RuntimeId", status AS "status: TaskStatus", priority, payload, progress, result, error,
        failure_reason AS "failure_reason: FailureReason", attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
-       run_after, enqueued_at, dispatched_at, started_at, finished_at, seq
+       run_after, enqueued_at, dispatched_at, started_at, finished_at, usage AS "usage: Json<Usage>", usage_prior AS "usage_prior: Json<Usage>",
+       session AS "session: Json<StoredSession>", seq

@@ -2,10 +2,11 @@
 //! one on its row) and the open one, which lives on the task row.
 
 use chrono::{DateTime, Utc};
-use paddock_api::{AttemptOutcome, FailureReason};
+use paddock_api::{AttemptOutcome, FailureReason, Usage};
 use sqlx::PgConnection;
+use sqlx::types::Json;
 
-use super::tasks::Task;
+use super::tasks::{StoredSession, Task};
 use crate::ids::{AttemptId, RuntimeId, TaskId};
 
 /// A finished attempt, from `ops.attempts`.
@@ -20,6 +21,7 @@ pub struct Attempt {
     pub outcome: Option<AttemptOutcome>,
     pub failure_reason: Option<FailureReason>,
     pub error: Option<String>,
+    pub usage: Option<Json<Usage>>,
 }
 
 impl From<Attempt> for paddock_api::Attempt {
@@ -34,6 +36,7 @@ impl From<Attempt> for paddock_api::Attempt {
             outcome: a.outcome,
             failure_reason: a.failure_reason,
             error: a.error,
+            usage: a.usage.map(|Json(u)| u),
         }
     }
 }
@@ -52,17 +55,23 @@ impl Attempt {
             outcome: None,
             failure_reason: None,
             error: None,
+            usage: task.usage.clone(),
         })
     }
 }
 
+/// How a requeued attempt ended.
+pub struct Ended<'a> {
+    pub reason: FailureReason,
+    pub error: Option<&'a str>,
+    /// Its final usage.
+    pub usage: Option<&'a Usage>,
+    /// The session it reported.
+    pub session: Option<&'a StoredSession>,
+}
+
 /// Records the end of attempt `task.attempt` of `task` (as it was before the change).
-pub async fn insert(
-    conn: &mut PgConnection,
-    task: &Task,
-    failure_reason: FailureReason,
-    error: Option<&str>,
-) -> sqlx::Result<()> {
+pub async fn insert(conn: &mut PgConnection, task: &Task, end: &Ended<'_>) -> sqlx::Result<()> {
     let (Some(attempt_id), Some(dispatched_at)) = (task.attempt_id, task.dispatched_at) else {
         return Ok(());
     };
@@ -75,8 +84,10 @@ pub async fn insert(
         task.runtime_id.0,
         dispatched_at,
         task.started_at,
-        failure_reason as _,
-        error,
+        end.reason as _,
+        end.error,
+        end.usage.map(Json) as _,
+        end.session.map(Json) as _,
     )
     .execute(conn)
     .await?;

@@ -9,6 +9,7 @@ pub mod runtimes;
 pub mod sweeps;
 pub mod tasks;
 pub mod tokens;
+pub mod transcripts;
 pub mod workspaces;
 
 use std::time::Duration;

@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use paddock_api::{FailureReason, TaskStatus};
+use paddock_api::{FailureReason, TaskStatus, Usage};
+use sqlx::types::Json;
 
 use super::runtimes::Changed;
-use super::tasks::Task;
+use super::tasks::{StoredSession, Task};
 use super::uuids;
 use crate::ids::{AgentId, AttemptId, RuntimeId, TaskId, WorkspaceId};
 

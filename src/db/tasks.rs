@@ -1,7 +1,8 @@
 //! Tasks and their finished attempts.
 
 use chrono::{DateTime, Utc};
-use paddock_api::{AgentStatus, CancelNotice, FailureReason, TaskStatus};
+use paddock_api::{AgentStatus, CancelNotice, FailureReason, PriorSession, TaskStatus, Usage};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
@@ -32,12 +33,47 @@ pub struct Task {
     pub dispatched_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The current attempt's cumulative usage.
+    pub usage: Option<Json<Usage>>,
+    /// The earlier attempts' usage, summed.
+    pub usage_prior: Option<Json<Usage>>,
+    /// The latest session any attempt reported.
+    pub session: Option<Json<StoredSession>>,
     /// Insertion order: the FIFO tie-break and the list keyset.
     pub seq: i64,
 }
 
+impl Task {
+    /// The session attempt `attempt` reported, if the latest one is its.
+    pub fn session_of(&self, attempt: i32) -> Option<StoredSession> {
+        self.session
+            .as_ref()
+            .filter(|s| s.0.attempt == attempt)
+            .map(|s| s.0.clone())
+    }
+
+    /// Usage summed over the task's attempts.
+    pub fn total_usage(&self) -> Option<Usage> {
+        match (&self.usage_prior, &self.usage) {
+            (Some(p), Some(u)) => Some(p.0.plus(&u.0)),
+            (p, u) => p.as_ref().or(u.as_ref()).map(|j| j.0.clone()),
+        }
+    }
+}
+
+/// A session as the task row keeps it: the latest one any attempt reported, with where it ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSession {
+    pub id: String,
+    pub work_dir: Option<String>,
+    pub runtime_id: RuntimeId,
+    /// The attempt that reported it.
+    pub attempt: i32,
+}
+
 impl From<Task> for paddock_api::Task {
     fn from(t: Task) -> Self {
+        let usage = t.total_usage();
         Self {
             id: t.id,
             agent_id: t.agent_id,
@@ -58,6 +94,7 @@ impl From<Task> for paddock_api::Task {
             dispatched_at: t.dispatched_at,
             started_at: t.started_at,
             finished_at: t.finished_at,
+            usage,
         }
     }
 }
@@ -165,6 +202,24 @@ pub struct Fenced<'a> {
     pub data: Option<&'a JsonObject>,
     /// For `complete_many`: the task is dispatched and is started in the same write.
     pub start: bool,
+    /// The attempt's cumulative usage, when the report carries it.
+    pub usage: Option<&'a Usage>,
+    /// The session the report carries.
+    pub session: Option<StoredSession>,
+}
+
+/// A batch's usage and session columns (NULL where a report carries none).
+type Extras<'a> = (
+    Vec<Option<Json<&'a Usage>>>,
+    Vec<Option<Json<StoredSession>>>,
+);
+
+/// The usage and session columns of a batch.
+fn usage_and_sessions<'a>(batch: &[Fenced<'a>]) -> Extras<'a> {
+    batch
+        .iter()
+        .map(|f| (f.usage.map(Json), f.session.clone().map(Json)))
+        .unzip()
 }
 
 fn ids_and_attempts(batch: &[Fenced<'_>]) -> (Vec<uuid::Uuid>, Vec<uuid::Uuid>) {
@@ -194,12 +249,15 @@ pub async fn progress_many(
     let (ids, attempts) = ids_and_attempts(batch);
     let empty = JsonObject::new();
     let progress = data(batch, &empty);
+    let (usage, sessions) = usage_and_sessions(batch);
     sqlx::query_file_as!(
         Task,
         "queries/tasks/progress_many.sql",
         &ids,
         &attempts,
-        &progress as _
+        &progress as _,
+        &usage as _,
+        &sessions as _
     )
     .fetch_all(conn)
     .await
@@ -215,13 +273,16 @@ pub async fn complete_many(
     let empty = JsonObject::new();
     let results = data(batch, &empty);
     let starts: Vec<bool> = batch.iter().map(|f| f.start).collect();
+    let (usage, sessions) = usage_and_sessions(batch);
     sqlx::query_file_as!(
         Task,
         "queries/tasks/complete_many.sql",
         &ids,
         &attempts,
         &results as _,
-        &starts
+        &starts,
+        &usage as _,
+        &sessions as _
     )
     .fetch_all(conn)
     .await
@@ -239,6 +300,11 @@ pub struct EndAttempt<'a> {
     pub cancel_pending: bool,
     /// The statuses the task must be in (the fencing re-check).
     pub from: &'a [TaskStatus],
+    /// The attempt's final usage and the task's session, when the report carries them.
+    pub usage: Option<&'a Usage>,
+    pub session: Option<StoredSession>,
+    /// The earlier attempts' usage, summed, as it is after this change.
+    pub usage_prior: Option<Usage>,
 }
 
 pub async fn end_attempt(
@@ -256,6 +322,9 @@ pub async fn end_attempt(
         e.run_after,
         e.cancel_pending,
         e.from as _,
+        e.usage.map(Json) as _,
+        e.session.clone().map(Json) as _,
+        e.usage_prior.clone().map(Json) as _,
     )
     .fetch_optional(conn)
     .await
@@ -276,6 +345,8 @@ pub struct Claimed {
     pub definition_version: i32,
     /// The agent's status before this claim set it `working`.
     pub agent_was: AgentStatus,
+    /// The latest session an earlier attempt reported.
+    pub session: Option<Json<StoredSession>>,
 }
 
 impl From<Claimed> for paddock_api::ClaimedTask {
@@ -289,6 +360,11 @@ impl From<Claimed> for paddock_api::ClaimedTask {
             payload: c.payload,
             priority: c.priority,
             enqueued_at: c.enqueued_at,
+            prior_session: c.session.map(|Json(s)| PriorSession {
+                id: s.id,
+                work_dir: s.work_dir,
+                runtime_id: s.runtime_id,
+            }),
         }
     }
 }

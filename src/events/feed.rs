@@ -60,7 +60,8 @@ pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
                 continue;
             }
         };
-        if let Err(e) = listener.listen_all([CHANNEL, REVOCATIONS]).await {
+        let channels = [CHANNEL, REVOCATIONS, crate::transcripts::feed::CHANNEL];
+        if let Err(e) = listener.listen_all(channels).await {
             tracing::warn!(error = %e, "LISTEN failed; retrying");
             retry_pause(&shutdown).await;
             continue;
@@ -69,10 +70,14 @@ pub async fn listener(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
         // missed meanwhile cannot matter because the token cache was bypassed and is emptied now.
         hub.tokens.set_listening(true);
         hub.feed_nudge.notify_one();
+        hub.transcripts.nudge.notify_one();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) if n.channel() == crate::transcripts::feed::CHANNEL => {
+                        hub.transcripts.nudge.notify_one();
+                    }
                     Ok(Some(n)) if n.channel() == REVOCATIONS => {
                         if let Ok(token) = n.payload().parse::<uuid::Uuid>() {
                             hub.revoke(token);

@@ -31,6 +31,8 @@ pub struct Hub {
     pub revoked: broadcast::Sender<uuid::Uuid>,
     /// Authenticated tokens, evicted on revocation (see `auth::TokenCache`).
     pub tokens: crate::auth::TokenCache,
+    /// Live transcripts: the tasks this replica's sockets watch (see `crate::transcripts`).
+    pub transcripts: crate::transcripts::TranscriptHub,
 }
 
 impl Default for Hub {
@@ -46,6 +48,7 @@ impl Default for Hub {
             committed_id,
             revoked,
             tokens: Default::default(),
+            transcripts: Default::default(),
         }
     }
 }

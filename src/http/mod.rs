@@ -20,7 +20,9 @@ use utoipa_axum::routes;
 
 use crate::http::error::ApiError;
 use crate::state::AppState;
-use routes::{agents, daemon, events, ops, reports, runtimes, tasks, workspaces, ws};
+use routes::{
+    agents, daemon, events, messages, ops, reports, runtimes, tasks, transcript_ws, workspaces, ws,
+};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -41,6 +43,8 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .routes(routes!(reports::progress))
         .routes(routes!(reports::complete))
         .routes(routes!(reports::fail))
+        .routes(routes!(messages::post, messages::list))
+        .routes(routes!(transcript_ws::transcript_ws))
         .routes(routes!(events::list))
         .routes(routes!(ws::ws))
         .routes(routes!(daemon::register))

@@ -75,6 +75,9 @@ pub async fn archive(app: &App, ws: WorkspaceId, id: AgentId) -> Result<Agent> {
             run_after: None,
             cancel_pending: false,
             from: &[TaskStatus::Queued],
+            usage: None,
+            session: None,
+            usage_prior: task.usage_prior.clone().map(|j| j.0),
         };
         if let Some(t) = db::tasks::end_attempt(&mut tx, &end).await? {
             ch.push(events::task(EventType::TaskCancelled, &t));

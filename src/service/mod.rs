@@ -11,6 +11,7 @@
 //! | `runtimes` | register, heartbeat (slow path), deregister, the heartbeat flush |
 //! | `tasks` | enqueue, cancel, claim |
 //! | `reports` | the daemon's reports, single and batched |
+//! | `transcripts` | the messages of an attempt |
 //! | `sweeps` | every sweep's changes, and the `sweeper_runs` bookkeeping |
 
 pub mod agents;
@@ -19,6 +20,7 @@ pub mod reports;
 pub mod runtimes;
 pub mod sweeps;
 pub mod tasks;
+pub mod transcripts;
 pub mod workspaces;
 
 use paddock_api::EventType;

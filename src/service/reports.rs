@@ -10,13 +10,13 @@
 
 use std::collections::HashMap;
 
-use paddock_api::{EventType, ReportAction, TaskStatus};
+use paddock_api::{EventType, ReportAction, Session, TaskStatus, Usage};
 use sqlx::PgConnection;
 
 use super::tasks::{Failure, write_failure};
 use super::{Changes, Refusal, Result, commit, error::lost_race};
 use crate::db;
-use crate::db::tasks::{Fenced, Task};
+use crate::db::tasks::{Fenced, StoredSession, Task};
 use crate::domain::report::{self, Plan, Step, Tracked};
 use crate::domain::retry::Backoff;
 use crate::domain::task::{FailureReason, TaskView};
@@ -53,12 +53,28 @@ impl Report {
     }
 }
 
-/// One report: the task, the attempt the daemon says it is running, and what happened.
+/// One report: the task, the attempt the daemon says it is running, and what happened — with the
+/// attempt's cumulative usage and the agent's session when the report carries them (`progress`,
+/// `complete`, `fail`).
 #[derive(Debug, Clone)]
 pub struct ReportItem {
     pub task: TaskId,
     pub attempt: AttemptId,
     pub report: Report,
+    pub usage: Option<Usage>,
+    pub session: Option<Session>,
+}
+
+impl ReportItem {
+    /// The session as the task row keeps it: reported by this attempt, on the task's runtime.
+    fn stored_session(&self, task: &Task) -> Option<StoredSession> {
+        self.session.as_ref().map(|s| StoredSession {
+            id: s.id.clone(),
+            work_dir: s.work_dir.clone(),
+            runtime_id: task.runtime_id,
+            attempt: task.attempt,
+        })
+    }
 }
 
 /// Each report's answer: the task as it is after it, or why it changed nothing.
@@ -171,7 +187,11 @@ struct Round<'a> {
 impl Round<'_> {
     /// The fenced writes of `action` this round: reports written by their own statement, and
     /// starts written by the complete statement with their completion.
-    fn fenced(&self, action: ReportAction) -> Vec<Fenced<'_>> {
+    fn fenced<'a>(
+        &'a self,
+        action: ReportAction,
+        tasks: &HashMap<TaskId, Task>,
+    ) -> Vec<Fenced<'a>> {
         self.plan
             .round(self.round)
             .filter_map(|i| {
@@ -188,6 +208,8 @@ impl Round<'_> {
                     attempt: it.attempt,
                     data: data_of.report.data(),
                     start,
+                    usage: data_of.usage.as_ref(),
+                    session: tasks.get(&it.task).and_then(|t| data_of.stored_session(t)),
                 })
             })
             .collect()
@@ -222,7 +244,7 @@ impl Writer<'_> {
             ReportAction::Progress,
             ReportAction::Complete,
         ] {
-            let fenced = round.fenced(action);
+            let fenced = round.fenced(action, self.tasks);
             if fenced.is_empty() {
                 continue;
             }
@@ -278,10 +300,13 @@ impl Writer<'_> {
             Step::Write => match &item.report {
                 Report::Fail { error, retryable } => {
                     let before = self.tasks.get(&item.task).ok_or_else(lost_race)?;
+                    let session = item.stored_session(before);
                     let failure = Failure {
                         reason: FailureReason::AgentError,
                         error: Some(error),
                         retryable: *retryable,
+                        usage: item.usage.as_ref(),
+                        session: session.as_ref(),
                     };
                     write_failure(conn, self.backoff, before, failure).await?
                 }

@@ -92,11 +92,7 @@ async fn fail_all(
         return Ok(0);
     }
     let mut ch = Changes::default();
-    let failure = Failure {
-        reason,
-        error: None,
-        retryable: true,
-    };
+    let failure = Failure::server(reason);
     for task in &tasks {
         fail_active(&mut tx, app.backoff(), task, failure, &mut ch).await?;
     }

@@ -2,12 +2,12 @@
 //! deregistration and the sweeps share.
 
 use chrono::Utc;
-use paddock_api::{AgentStatus, EventType, RuntimeStatus, TaskStatus};
+use paddock_api::{AgentStatus, EventType, RuntimeStatus, TaskStatus, Usage};
 use sqlx::PgConnection;
 
 use super::{Changes, Error, Result, commit, error::lost_race};
 use crate::db;
-use crate::db::tasks::{Claimed, EndAttempt, NewTask, Task};
+use crate::db::tasks::{Claimed, EndAttempt, NewTask, StoredSession, Task};
 use crate::domain::retry::{AfterFailure, Backoff};
 use crate::domain::task::FailureReason;
 use crate::domain::values::JsonObject;
@@ -89,6 +89,9 @@ pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> Result<Task> {
         run_after: None,
         cancel_pending: status.is_active(),
         from: &[status],
+        usage: None,
+        session: None,
+        usage_prior: task.usage_prior.clone().map(|j| j.0),
     };
     let updated = db::tasks::end_attempt(&mut tx, &end)
         .await?
@@ -163,6 +166,22 @@ pub struct Failure<'a> {
     pub reason: FailureReason,
     pub error: Option<&'a str>,
     pub retryable: bool,
+    /// The attempt's final usage and its session, when its daemon reports them with the failure.
+    pub usage: Option<&'a Usage>,
+    pub session: Option<&'a StoredSession>,
+}
+
+impl Failure<'_> {
+    /// A failure the server imposes (timeouts, runtime offline, attempt lost): retryable, no text.
+    pub fn server(reason: FailureReason) -> Self {
+        Self {
+            reason,
+            error: None,
+            retryable: true,
+            usage: None,
+            session: None,
+        }
+    }
 }
 
 /// Ends the current attempt of an active (dispatched or running) task as failed — back to the queue
@@ -203,6 +222,18 @@ pub async fn write_failure(
         }
         AfterFailure::Fail => (TaskStatus::Failed, Some(failure.reason), None),
     };
+    let requeue = matches!(after, AfterFailure::Requeue { .. });
+    // The attempt's final usage; a retry adds it to the earlier attempts' and starts from none.
+    let usage = failure
+        .usage
+        .cloned()
+        .or_else(|| task.usage.clone().map(|j| j.0));
+    let prior = task.usage_prior.clone().map(|j| j.0);
+    let usage_prior = match (requeue, &prior, &usage) {
+        (true, Some(p), Some(u)) => Some(p.plus(u)),
+        (true, None, Some(u)) => Some(u.clone()),
+        _ => prior,
+    };
     let end = EndAttempt {
         id: task.id,
         attempt_id: task.attempt_id,
@@ -212,14 +243,24 @@ pub async fn write_failure(
         run_after,
         cancel_pending: false,
         from: &[TaskStatus::Dispatched, TaskStatus::Running],
+        usage: failure.usage,
+        session: failure.session.cloned(),
+        usage_prior,
     };
     let updated = db::tasks::end_attempt(conn, &end)
         .await?
         .ok_or_else(lost_race)?;
-    if matches!(after, AfterFailure::Requeue { .. }) {
+    if requeue {
         // The next claim overwrites the attempt on the task row: keep it. A final failure stays on
         // the row (ops.attempts).
-        db::attempts::insert(conn, task, failure.reason, failure.error).await?;
+        let own_session = task.session_of(task.attempt);
+        let ended = db::attempts::Ended {
+            reason: failure.reason,
+            error: failure.error,
+            usage: usage.as_ref(),
+            session: failure.session.or(own_session.as_ref()),
+        };
+        db::attempts::insert(conn, task, &ended).await?;
     }
     Ok(updated)
 }
@@ -232,11 +273,7 @@ pub async fn fail_tasks_of_runtimes(
     ch: &mut Changes,
 ) -> Result<usize> {
     let ids = db::tasks::active_of_runtimes(conn, runtimes).await?;
-    let failure = Failure {
-        reason: FailureReason::RuntimeOffline,
-        error: None,
-        retryable: true,
-    };
+    let failure = Failure::server(FailureReason::RuntimeOffline);
     let mut n = 0;
     for id in ids {
         let Some(task) = db::tasks::lock_by_id(conn, id).await? else {

@@ -169,6 +169,8 @@ wire_enum! {
         RunningTimeout = "running_timeout",
         QueuedExpired = "queued_expired",
         Cancelled = "cancelled",
+        /// An opted-in daemon stopped listing the attempt in its heartbeats (DESIGN §10).
+        AttemptLost = "attempt_lost",
     }
 }
 

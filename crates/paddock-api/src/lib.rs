@@ -15,6 +15,7 @@ pub mod problem;
 pub mod reports;
 pub mod runtimes;
 pub mod tasks;
+pub mod transcripts;
 pub mod values;
 pub mod workspaces;
 
@@ -28,5 +29,6 @@ pub use problem::*;
 pub use reports::*;
 pub use runtimes::*;
 pub use tasks::*;
+pub use transcripts::*;
 pub use values::JsonObject;
 pub use workspaces::*;

@@ -7,6 +7,7 @@ use crate::enums::ReportAction;
 use crate::ids::{AttemptId, TaskId};
 use crate::problem::Problem;
 use crate::tasks::Task;
+use crate::transcripts::{Session, Usage};
 use crate::values::JsonObject;
 
 /// `POST /tasks/{id}/start`.
@@ -23,6 +24,10 @@ pub struct ProgressBody {
     pub attempt_id: AttemptId,
     #[schema(value_type = Object)]
     pub progress: JsonObject,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
 }
 
 /// `POST /tasks/{id}/complete`.
@@ -32,6 +37,10 @@ pub struct CompleteBody {
     pub attempt_id: AttemptId,
     #[schema(value_type = Object)]
     pub result: JsonObject,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
 }
 
 fn yes() -> bool {
@@ -47,6 +56,10 @@ pub struct FailBody {
     pub error: String,
     #[serde(default = "yes")]
     pub retryable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
 }
 
 /// One update of `POST /daemon/report`: the action and the field it needs (`progress`, `result`,
@@ -67,6 +80,12 @@ pub struct Update {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retryable: Option<bool>,
+    /// With `progress`, `complete` or `fail`: the attempt's cumulative usage so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// With `progress`, `complete` or `fail`: the agent's resumable session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Session>,
 }
 
 impl Update {
@@ -79,7 +98,16 @@ impl Update {
             result: None,
             error: None,
             retryable: None,
+            usage: None,
+            session: None,
         }
+    }
+
+    /// The same update carrying usage and a session.
+    pub fn with(mut self, usage: Option<Usage>, session: Option<Session>) -> Self {
+        self.usage = usage;
+        self.session = session;
+        self
     }
 
     pub fn start(task: TaskId, attempt: AttemptId) -> Self {

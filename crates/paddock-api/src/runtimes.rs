@@ -44,11 +44,23 @@ pub struct Registered {
     pub heartbeat_interval_ms: u64,
 }
 
-/// `POST /daemon/heartbeat` and `POST /daemon/deregister`: the runtimes the call is about (1 to 1000).
+/// `POST /daemon/deregister`: the runtimes the call is about (1 to 1000).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeIds {
     pub runtime_ids: Vec<RuntimeId>,
+}
+
+/// `POST /daemon/heartbeat`: the runtimes heard from (1 to 1000) and, optionally, every attempt the
+/// daemon holds now for them. Sending `attempts` opts these runtimes into reconciliation
+/// (DESIGN §10): listed attempts that are no longer current come back in `cancel`, and active
+/// attempts left unlisted for `attempt_lost_grace` fail with `attempt_lost`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub runtime_ids: Vec<RuntimeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<crate::ids::AttemptId>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

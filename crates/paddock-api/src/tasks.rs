@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::enums::{AttemptOutcome, FailureReason, TaskStatus};
 use crate::ids::{AgentId, AttemptId, RuntimeId, TaskId};
+use crate::transcripts::{PriorSession, Usage};
 use crate::values::{JsonObject, MaxAttempts, MaxTasks, Priority, WaitMs};
 
 /// A task object (DESIGN §4).
@@ -34,6 +35,8 @@ pub struct Task {
     pub dispatched_at: Option<DateTime<Utc>>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Usage summed over the task's attempts (null before any was reported).
+    pub usage: Option<Usage>,
 }
 
 /// One attempt of a task: `outcome` is null while it is open.
@@ -48,6 +51,8 @@ pub struct Attempt {
     pub outcome: Option<AttemptOutcome>,
     pub failure_reason: Option<FailureReason>,
     pub error: Option<String>,
+    /// The attempt's cumulative usage, as its daemon last reported it.
+    pub usage: Option<Usage>,
 }
 
 /// `GET /tasks/{id}`: the task and its attempts, oldest first.
@@ -116,6 +121,10 @@ pub struct ClaimedTask {
     pub payload: serde_json::Value,
     pub priority: i32,
     pub enqueued_at: DateTime<Utc>,
+    /// The latest session an earlier attempt reported, for resuming it (absent on a first attempt
+    /// and when none was reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_session: Option<PriorSession>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -5,9 +5,10 @@ use std::time::Duration;
 use paddock_api::{
     Agent, AgentId, AttemptId, AttemptOnly, Claim, ClaimReply, CompleteBody, CreateAgent,
     CreateTask, CreateToken, CreateWorkspace, CreatedToken, DefinitionReply, Deregistered, Event,
-    EventId, FailBody, Health, HeartbeatReply, JsonObject, Page, PatchAgent, ProgressBody,
-    Readiness, Register, Registered, ReportBody, ReportReply, Runtime, RuntimeId, RuntimeIds, Task,
-    TaskId, TaskStatus, TaskWithAttempts, TokenId, Workspace, WorkspaceId,
+    EventId, FailBody, Health, Heartbeat, HeartbeatReply, Message, Page, PatchAgent, PostMessages,
+    PostedMessages, ProgressBody, Readiness, Register, Registered, ReportBody, ReportReply,
+    Runtime, RuntimeId, RuntimeIds, Task, TaskId, TaskStatus, TaskWithAttempts, TokenId, Workspace,
+    WorkspaceId,
 };
 use reqwest::{Method, StatusCode};
 
@@ -19,6 +20,16 @@ pub struct TaskQuery {
     pub status: Option<TaskStatus>,
     pub agent_id: Option<AgentId>,
     pub runtime_id: Option<RuntimeId>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Where a transcript read starts: one `attempt` (and `after_seq` in it), or a `cursor`
+/// (`<attempt>:<seq>`, the `next_cursor` of the page before).
+#[derive(Debug, Clone, Default)]
+pub struct MessageQuery {
+    pub attempt: Option<i32>,
+    pub after_seq: Option<i64>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -170,6 +181,21 @@ impl Client {
         Ok(self.call(Method::POST, &path, None, Repeat::Safe).await?.1)
     }
 
+    /// A page of a task's transcript in `(attempt, seq)` order.
+    pub async fn list_messages(&self, task: TaskId, q: &MessageQuery) -> Result<Page<Message>> {
+        let pairs = [
+            ("attempt", q.attempt.map(|a| a.to_string())),
+            ("after_seq", q.after_seq.map(|s| s.to_string())),
+            ("limit", q.limit.map(|l| l.to_string())),
+            ("cursor", q.cursor.clone()),
+        ];
+        self.get(&with_query(
+            &format!("api/v1/tasks/{task}/messages"),
+            &pairs,
+        ))
+        .await
+    }
+
     /// The workspace's events after `after`, in log order.
     pub async fn list_events(
         &self,
@@ -202,7 +228,7 @@ impl Client {
         })
     }
 
-    pub async fn heartbeat(&self, body: &RuntimeIds) -> Result<HeartbeatReply> {
+    pub async fn heartbeat(&self, body: &Heartbeat) -> Result<HeartbeatReply> {
         self.post("api/v1/daemon/heartbeat", body, Repeat::Safe)
             .await
     }
@@ -230,40 +256,22 @@ impl Client {
             .await
     }
 
-    pub async fn progress(
-        &self,
-        task: TaskId,
-        attempt: AttemptId,
-        progress: JsonObject,
-    ) -> Result<Task> {
-        let body = ProgressBody {
-            attempt_id: attempt,
-            progress,
-        };
-        self.post(
-            &format!("api/v1/tasks/{task}/progress"),
-            &body,
-            Repeat::Safe,
-        )
-        .await
+    /// Progress of a running attempt, with its usage and session so far.
+    pub async fn progress(&self, task: TaskId, body: &ProgressBody) -> Result<Task> {
+        self.post(&format!("api/v1/tasks/{task}/progress"), body, Repeat::Safe)
+            .await
     }
 
-    pub async fn complete(
-        &self,
-        task: TaskId,
-        attempt: AttemptId,
-        result: JsonObject,
-    ) -> Result<Task> {
-        let body = CompleteBody {
-            attempt_id: attempt,
-            result,
-        };
-        self.post(
-            &format!("api/v1/tasks/{task}/complete"),
-            &body,
-            Repeat::Safe,
-        )
-        .await
+    /// Completes an attempt with its result (and final usage and session).
+    pub async fn complete(&self, task: TaskId, body: &CompleteBody) -> Result<Task> {
+        self.post(&format!("api/v1/tasks/{task}/complete"), body, Repeat::Safe)
+            .await
+    }
+
+    /// Posts 1 to 500 transcript messages of an attempt (idempotent by seq: safe to repeat).
+    pub async fn post_messages(&self, task: TaskId, body: &PostMessages) -> Result<PostedMessages> {
+        self.post(&format!("api/v1/tasks/{task}/messages"), body, Repeat::Safe)
+            .await
     }
 
     pub async fn fail(&self, task: TaskId, body: &FailBody) -> Result<Task> {

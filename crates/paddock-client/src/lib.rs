@@ -36,10 +36,10 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use calls::{PageQuery, TaskQuery};
+pub use calls::{MessageQuery, PageQuery, TaskQuery};
 pub use error::{Error, Result};
 pub use retry::RetryPolicy;
-pub use ws::EventStream;
+pub use ws::{EventStream, FrameStream, TranscriptStream};
 
 /// What a create-or-return call answered: `created` is false when the resource existed already
 /// (registration of a known runtime, an enqueue with a used idempotency key).

@@ -5,7 +5,7 @@
 use axum::extract::State;
 use paddock_api::{
     AttemptOnly, CompleteBody, ErrorCode, FailBody, ProgressBody, ReportAction, ReportBody,
-    ReportReply, ReportResult, Task, Update,
+    ReportReply, ReportResult, Session, Task, Update, Usage,
 };
 
 use crate::auth::Daemon;
@@ -28,19 +28,42 @@ fn fail_report(error: String, retryable: bool) -> ApiResult<Report> {
     Ok(Report::Fail { error, retryable })
 }
 
+/// The usage and session a report carries, refused (422) when they cannot be stored.
+fn extras(
+    usage: Option<Usage>,
+    session: Option<Session>,
+) -> ApiResult<(Option<Usage>, Option<Session>)> {
+    if let Some(why) = usage.as_ref().and_then(Usage::invalid) {
+        return Err(ApiError::validation(why));
+    }
+    if let Some(why) = session.as_ref().and_then(Session::invalid) {
+        return Err(ApiError::validation(why));
+    }
+    Ok((usage, session))
+}
+
+/// One report of one attempt, as the single routes and the batch's updates carry it.
+fn item(
+    task: TaskId,
+    attempt: AttemptId,
+    report: Report,
+    (usage, session): (Option<Usage>, Option<Session>),
+) -> ReportItem {
+    ReportItem {
+        task,
+        attempt,
+        report,
+        usage,
+        session,
+    }
+}
+
 async fn report_one(
     state: &AppState,
     ws: WorkspaceId,
-    id: TaskId,
-    attempt: AttemptId,
-    report: Report,
+    item: ReportItem,
 ) -> ApiResult<axum::Json<Task>> {
-    let action = report.action();
-    let item = ReportItem {
-        task: id,
-        attempt,
-        report,
-    };
+    let action = item.report.action();
     let res = service::reports::report_one(state, ws, item)
         .await
         .map_err(ApiError::from);
@@ -61,7 +84,8 @@ pub async fn start(
     Path(id): Path<TaskId>,
     Json(body): Json<AttemptOnly>,
 ) -> ApiResult<axum::Json<Task>> {
-    report_one(&state, ws, id, body.attempt_id, Report::Start).await
+    let item = item(id, body.attempt_id, Report::Start, (None, None));
+    report_one(&state, ws, item).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/progress", operation_id = "report_progress", tag = "daemon", request_body = ProgressBody, params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task, description = "The task with its new progress"), crate::http::openapi::Errors), security(("bearer" = [])))]
@@ -71,8 +95,9 @@ pub async fn progress(
     Path(id): Path<TaskId>,
     Json(body): Json<ProgressBody>,
 ) -> ApiResult<axum::Json<Task>> {
-    let report = Report::Progress(body.progress);
-    report_one(&state, ws, id, body.attempt_id, report).await
+    let extras = extras(body.usage, body.session)?;
+    let item = item(id, body.attempt_id, Report::Progress(body.progress), extras);
+    report_one(&state, ws, item).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/complete", operation_id = "complete_task", tag = "daemon", request_body = CompleteBody, params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task, description = "The task, completed"), crate::http::openapi::Errors), security(("bearer" = [])))]
@@ -82,8 +107,9 @@ pub async fn complete(
     Path(id): Path<TaskId>,
     Json(body): Json<CompleteBody>,
 ) -> ApiResult<axum::Json<Task>> {
-    let report = Report::Complete(body.result);
-    report_one(&state, ws, id, body.attempt_id, report).await
+    let extras = extras(body.usage, body.session)?;
+    let item = item(id, body.attempt_id, Report::Complete(body.result), extras);
+    report_one(&state, ws, item).await
 }
 
 #[utoipa::path(post, path = "/api/v1/tasks/{id}/fail", operation_id = "fail_task", tag = "daemon", request_body = FailBody, params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = Task, description = "The task, failed or queued again for a retry"), crate::http::openapi::Errors), security(("bearer" = [])))]
@@ -94,12 +120,18 @@ pub async fn fail(
     Json(body): Json<FailBody>,
 ) -> ApiResult<axum::Json<Task>> {
     let report = fail_report(body.error, body.retryable)?;
-    report_one(&state, ws, id, body.attempt_id, report).await
+    let extras = extras(body.usage, body.session)?;
+    report_one(&state, ws, item(id, body.attempt_id, report, extras)).await
 }
 
 /// The report an update carries; an update missing the field its action needs is refused.
-fn report_of(u: Update) -> ApiResult<Report> {
-    Ok(match u.action {
+fn report_of(u: Update) -> ApiResult<ReportItem> {
+    let (task, attempt) = (u.task_id, u.attempt_id);
+    let extras = extras(u.usage, u.session)?;
+    if u.action == ReportAction::Start && (extras.0.is_some() || extras.1.is_some()) {
+        return Err(ApiError::validation("start carries no usage or session"));
+    }
+    let report = match u.action {
         ReportAction::Start => Report::Start,
         ReportAction::Progress => Report::Progress(
             u.progress
@@ -114,7 +146,8 @@ fn report_of(u: Update) -> ApiResult<Report> {
                 .ok_or_else(|| ApiError::validation("fail needs an `error`"))?,
             u.retryable.unwrap_or(true),
         )?,
-    })
+    };
+    Ok(item(task, attempt, report, extras))
 }
 
 /// One result per update, in order: `{task_id, status, task}` or `{task_id, status, error}`.
@@ -132,12 +165,7 @@ pub async fn report(
     // Validate every update before writing any.
     let mut items = Vec::with_capacity(body.updates.len());
     for u in body.updates {
-        let (task, attempt) = (u.task_id, u.attempt_id);
-        items.push(ReportItem {
-            task,
-            attempt,
-            report: report_of(u)?,
-        });
+        items.push(report_of(u)?);
     }
     let answers = service::reports::report(&state, ws, &items).await?;
     let results = items

@@ -1,0 +1,237 @@
+//! `GET /api/v1/tasks/{id}/messages/ws`: a task's transcript, live, over a WebSocket (DESIGN §9).
+//!
+//! The session subscribes to the task's new messages first, then replays the stored transcript
+//! after the cursor, then sends each new message as the feed reads it (commit-horizon order, on
+//! whichever replica it was written); a message already sent is not sent again. Once the task is
+//! terminal, the session waits until everything committed before it saw that has been read, sends
+//! `{"type": "end", "status"}` and closes with 1000. A socket that falls `SOCKET_QUEUE` frames
+//! behind is closed with 1013 and reconnects with its cursor.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::Response;
+use paddock_api::{EventType, TaskStatus, TranscriptFrame};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::messages::{check_task, start_of};
+use super::ws::WsMember;
+use crate::db;
+use crate::http::error::ApiResult;
+use crate::http::extract::{Path, Query};
+use crate::ids::{TaskId, WorkspaceId};
+use crate::state::AppState;
+
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const REPLAY_PAGE: i64 = 500;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TranscriptQuery {
+    /// Only this attempt's messages (without it the session follows the task across attempts).
+    attempt: Option<i32>,
+    /// With `attempt`: start after this seq.
+    after_seq: Option<i64>,
+    /// Resume after `<attempt>:<seq>` (across attempts).
+    cursor: Option<String>,
+    #[serde(rename = "token")]
+    _token: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/messages/ws", operation_id = "transcript_websocket", tag = "member", params(("id" = uuid::Uuid, Path, description = "Task id"), TranscriptQuery), responses((status = 101, description = "Switching to the WebSocket transcript: text frames {type: message, attempt, seq, kind, content, data, at}, then {type: end, status}"), crate::http::openapi::Errors), security(("bearer" = [])))]
+pub async fn transcript_ws(
+    WsMember(ws, token): WsMember,
+    State(state): State<AppState>,
+    Path(id): Path<TaskId>,
+    Query(q): Query<TranscriptQuery>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let after = start_of(q.attempt, q.after_seq, q.cursor.as_deref())?;
+    check_task(&state, ws, id).await?;
+    let follow = Follow {
+        ws,
+        task: id,
+        token,
+        attempt: q.attempt,
+        after,
+    };
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        metrics::gauge!("paddock_websocket_connections").increment(1.0);
+        if let Err(e) = follow.run(&state, socket).await {
+            tracing::debug!(error = %e, "transcript session ended");
+        }
+        metrics::gauge!("paddock_websocket_connections").decrement(1.0);
+    }))
+}
+
+/// One transcript session.
+struct Follow {
+    ws: WorkspaceId,
+    task: TaskId,
+    token: uuid::Uuid,
+    attempt: Option<i32>,
+    after: (i32, i64),
+}
+
+/// Why a session ends.
+enum Ending {
+    /// The task is terminal and everything was sent.
+    Done(TaskStatus),
+    Closed(u16, &'static str),
+    Gone,
+}
+
+impl Follow {
+    async fn run(self, state: &AppState, mut socket: WebSocket) -> anyhow::Result<()> {
+        let mut sub = state.hub.transcripts.subscribe(self.task);
+        let mut events = state.hub.subscribe();
+        let mut revoked = state.hub.revoked.subscribe();
+        let mut sent: HashSet<(i32, i64)> = HashSet::new();
+        if !self.replay(state, &mut socket, &mut sent).await? {
+            return close(socket, close_code::AGAIN, "too slow").await;
+        }
+        let mut ending = None;
+        let mut terminal = self.status_if_terminal(state).await?;
+        loop {
+            if let Some(status) = terminal.take() {
+                // Everything committed before the task was seen to end is sent, then `end`.
+                let horizon = {
+                    let mut conn = state.pool.acquire().await?;
+                    db::transcripts::next_xid(&mut conn).await?
+                };
+                ending = Some((status, horizon));
+            }
+            let wait_end = async {
+                match ending {
+                    Some((_, h)) => state.hub.transcripts.delivered_past(h).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let outcome = tokio::select! {
+                frame = sub.rx.recv() => match frame {
+                    Some(f) => {
+                        if self.attempt.is_none_or(|a| a == f.attempt) && sent.insert((f.attempt, f.seq))
+                            && send(&mut socket, f.text.clone()).await.is_err()
+                        {
+                            Some(Ending::Closed(close_code::AGAIN, "too slow"))
+                        } else {
+                            None
+                        }
+                    }
+                    None => Some(Ending::Closed(close_code::AGAIN, "client too slow; reconnect with ?cursor=<attempt>:<seq>")),
+                },
+                e = events.recv() => match e {
+                    Ok(e) if e.body.subject_id == self.task.0 && ending.is_none() => {
+                        terminal = terminal_of(e.kind());
+                        None
+                    }
+                    Ok(_) => None,
+                    Err(RecvError::Lagged(_)) => {
+                        terminal = self.status_if_terminal(state).await?;
+                        None
+                    }
+                    Err(RecvError::Closed) => Some(Ending::Closed(close_code::AWAY, "server shutting down")),
+                },
+                () = wait_end => {
+                    // Frames the feed handed out up to the horizon are queued: send them first.
+                    while let Ok(f) = sub.rx.try_recv() {
+                        if self.attempt.is_none_or(|a| a == f.attempt) && sent.insert((f.attempt, f.seq)) {
+                            send(&mut socket, f.text.clone()).await?;
+                        }
+                    }
+                    ending.map(|(s, _)| Ending::Done(s))
+                }
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Some(Ending::Gone),
+                    Some(Ok(_)) => None,
+                },
+                r = revoked.recv() => match r {
+                    Ok(t) if t == self.token => Some(Ending::Closed(close_code::POLICY, "token revoked")),
+                    Err(RecvError::Lagged(_)) => Some(Ending::Closed(close_code::POLICY, "token revoked")),
+                    _ => None,
+                },
+                _ = state.shutdown.cancelled() => Some(Ending::Closed(close_code::AWAY, "server shutting down")),
+            };
+            match outcome {
+                None => {}
+                Some(Ending::Gone) => return Ok(()),
+                Some(Ending::Closed(code, why)) => return close(socket, code, why).await,
+                Some(Ending::Done(status)) => {
+                    let end = serde_json::to_string(&TranscriptFrame::End { status })?;
+                    send(&mut socket, end).await?;
+                    return close(socket, close_code::NORMAL, "task ended").await;
+                }
+            }
+        }
+    }
+
+    /// Sends the stored transcript after the cursor; false when the socket is too slow.
+    async fn replay(
+        &self,
+        state: &AppState,
+        socket: &mut WebSocket,
+        sent: &mut HashSet<(i32, i64)>,
+    ) -> anyhow::Result<bool> {
+        let mut page = db::transcripts::Page {
+            attempt: self.attempt,
+            after: self.after,
+            limit: REPLAY_PAGE,
+        };
+        loop {
+            let rows = {
+                let mut conn = state.pool.acquire().await?;
+                db::transcripts::list(&mut conn, self.task, &page).await?
+            };
+            let n = rows.len() as i64;
+            for row in rows {
+                page.after = (row.attempt, row.seq);
+                sent.insert(page.after);
+                let text = serde_json::to_string(&TranscriptFrame::Message(row.into()))?;
+                if send(socket, text).await.is_err() {
+                    return Ok(false);
+                }
+            }
+            if n < REPLAY_PAGE {
+                return Ok(true);
+            }
+        }
+    }
+
+    async fn status_if_terminal(&self, state: &AppState) -> anyhow::Result<Option<TaskStatus>> {
+        let mut conn = state.pool.acquire().await?;
+        let fence = db::transcripts::fence(&mut conn, self.ws, self.task).await?;
+        Ok(fence.map(|f| f.status).filter(|s| s.is_terminal()))
+    }
+}
+
+fn terminal_of(kind: EventType) -> Option<TaskStatus> {
+    match kind {
+        EventType::TaskCompleted => Some(TaskStatus::Completed),
+        EventType::TaskFailed => Some(TaskStatus::Failed),
+        EventType::TaskCancelled => Some(TaskStatus::Cancelled),
+        _ => None,
+    }
+}
+
+async fn send(socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> anyhow::Result<()> {
+    tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into())))
+        .await
+        .map_err(|_| anyhow::anyhow!("send timed out"))??;
+    Ok(())
+}
+
+async fn close(mut socket: WebSocket, code: u16, reason: &'static str) -> anyhow::Result<()> {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(frame))),
+    )
+    .await;
+    Ok(())
+}
