@@ -72,6 +72,19 @@ CREATE TRIGGER tasks_delete_transcripts
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION paddock_delete_transcripts();
 
+-- Attempts the server ended while their daemon may still run them (cancelled, timed out, runtime
+-- offline, attempt lost): a reconciling daemon that still lists one is told to stop it in every
+-- heartbeat reply whose request lists it (DESIGN §10). Looked up by attempt id (primary key);
+-- rows older than a day are deleted by the attempt-liveness sweep (revoked_attempts_at).
+CREATE TABLE revoked_attempts (
+    attempt_id    uuid PRIMARY KEY,
+    task_id       uuid NOT NULL,
+    workspace_id  uuid NOT NULL,
+    runtime_id    uuid NOT NULL,
+    revoked_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX revoked_attempts_at ON revoked_attempts (revoked_at);
+
 -- ops.attempts gains each attempt's usage and session (columns appended: the view stays
 -- compatible with existing readers).
 CREATE OR REPLACE VIEW ops.attempts AS

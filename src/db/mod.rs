@@ -5,6 +5,7 @@
 pub mod agents;
 pub mod attempts;
 pub mod events;
+pub mod liveness;
 pub mod runtimes;
 pub mod sweeps;
 pub mod tasks;

@@ -1,7 +1,8 @@
 //! Redis liveness store: one key per runtime, `{prefix}:live:{workspace}:{runtime}`, with a TTL. Its
-//! value says whether a cancellation waits for the runtime's daemon: `1` none, `c` one waits. A
-//! heartbeat is one command, `SET key 1 PX ttl GET`: the previous value tells whether the runtime
-//! was alive and whether a cancellation waited, and the write clears the flag. Each call is one
+//! value is a [`Value`]: flags (`1` none, `c` a cancellation waits, `r` recheck the listing) and a
+//! reconciling daemon's latest listing of its attempts. A heartbeat is one command,
+//! `SET key <value> PX ttl GET`: the previous value tells whether the runtime was alive, whether a
+//! cancellation waited and whether the listing changed, and the write clears the flags. Each call is one
 //! pipelined round trip however many runtimes it covers, and heartbeats arriving together share
 //! one: a batcher task sends whatever touches are waiting as a single pipeline (one write and one
 //! read instead of one per heartbeat), so that Redis and the socket work grow with the round trips,
@@ -12,7 +13,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, oneshot};
 
-use super::Touched;
+use super::{Listing, Touched, Value};
 use crate::ids::{RuntimeId, WorkspaceId};
 
 /// Longest a liveness call may take before the caller falls back to Postgres. The connection
@@ -33,11 +34,15 @@ async fn bounded<T>(
 /// Most touches one pipeline carries; more wait for the next round trip.
 const MAX_TOUCHES_PER_TRIP: usize = 512;
 
-/// The value of a live key while a cancellation waits (otherwise `1`).
+/// The value of a live key while a cancellation waits (set on an existing key; the listing goes
+/// with it until the next heartbeat writes it again).
 const CANCEL_WAITING: &str = "c";
 
 struct TouchRequest {
     keys: Vec<String>,
+    /// The value every key of the request gets.
+    value: String,
+    listing: Option<Listing>,
     ttl_ms: u64,
     reply: oneshot::Sender<anyhow::Result<Vec<Touched>>>,
 }
@@ -77,10 +82,17 @@ impl RedisStore {
         ws: WorkspaceId,
         ids: &[RuntimeId],
         ttl: Duration,
+        listing: Option<&Listing>,
     ) -> anyhow::Result<Vec<Touched>> {
         let (reply, answer) = oneshot::channel();
+        let value = Value {
+            listing: listing.cloned(),
+            ..Value::default()
+        };
         let request = TouchRequest {
             keys: ids.iter().map(|&id| self.live_key(ws, id)).collect(),
+            value: value.encode(),
+            listing: listing.cloned(),
             ttl_ms: ttl.as_millis() as u64,
             reply,
         };
@@ -90,6 +102,47 @@ impl RedisStore {
         answer
             .await
             .map_err(|_| anyhow::anyhow!("the redis touch batcher dropped a heartbeat"))?
+    }
+
+    pub async fn listings(
+        &self,
+        ids: &[(WorkspaceId, RuntimeId)],
+    ) -> anyhow::Result<Vec<Option<Listing>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for &(ws, id) in ids {
+            cmd.arg(self.live_key(ws, id));
+        }
+        let mut conn = self.conn.clone();
+        let values: Vec<Option<String>> = bounded(cmd.query_async(&mut conn)).await?;
+        Ok(values
+            .into_iter()
+            .map(|v| v.and_then(|v| Value::decode(&v).listing))
+            .collect())
+    }
+
+    /// Replaces the values of keys that exist, keeping their TTL.
+    pub async fn set_existing(
+        &self,
+        ws: WorkspaceId,
+        ids: &[RuntimeId],
+        value: &Value,
+    ) -> anyhow::Result<()> {
+        let text = value.encode();
+        let mut pipe = redis::pipe();
+        for &id in ids {
+            pipe.cmd("SET")
+                .arg(self.live_key(ws, id))
+                .arg(&text)
+                .arg("XX")
+                .arg("KEEPTTL")
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let () = bounded(pipe.query_async(&mut conn)).await?;
+        Ok(())
     }
 
     pub async fn alive(&self, ids: &[(WorkspaceId, RuntimeId)]) -> anyhow::Result<Vec<bool>> {
@@ -150,7 +203,7 @@ async fn touch_batcher(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<
                 // `c` that a cancellation waited (the write clears it).
                 pipe.cmd("SET")
                     .arg(live)
-                    .arg(1)
+                    .arg(&req.value)
                     .arg("PX")
                     .arg(req.ttl_ms)
                     .arg("GET");
@@ -170,12 +223,16 @@ async fn touch_batcher(conn: ConnectionManager, mut rx: mpsc::UnboundedReceiver<
             });
         match result {
             Ok(replies) => {
-                let mut touched = replies.into_iter().map(|was| Touched {
-                    was_alive: was.is_some(),
-                    cancel_waiting: was.as_deref() == Some(CANCEL_WAITING),
-                });
+                let mut previous = replies.into_iter();
                 for req in batch.drain(..) {
-                    let touched: Vec<Touched> = touched.by_ref().take(req.keys.len()).collect();
+                    let touched: Vec<Touched> = previous
+                        .by_ref()
+                        .take(req.keys.len())
+                        .map(|was| {
+                            let was = was.map(|v| Value::decode(&v));
+                            Value::touched(was.as_ref(), req.listing.as_ref())
+                        })
+                        .collect();
                     let _ = req.reply.send(Ok(touched));
                 }
             }

@@ -13,9 +13,11 @@
 //! | `reports` | the daemon's reports, single and batched |
 //! | `transcripts` | the messages of an attempt |
 //! | `sweeps` | every sweep's changes, and the `sweeper_runs` bookkeeping |
+//! | `liveness` | the attempt-liveness sweep: lost attempts, the offline grace |
 
 pub mod agents;
 pub mod error;
+pub mod liveness;
 pub mod reports;
 pub mod runtimes;
 pub mod sweeps;
@@ -40,6 +42,8 @@ use crate::state::App;
 pub struct Changes {
     pub events: Vec<NewEvent>,
     agents: Vec<AgentId>,
+    /// Attempts the server ended while their daemons may still run them.
+    revoked: Vec<db::liveness::Revoked>,
 }
 
 impl Changes {
@@ -55,13 +59,26 @@ impl Changes {
     pub fn agents_changed(&mut self, ids: &[AgentId]) {
         self.agents.extend_from_slice(ids);
     }
+
+    /// The server ended this active attempt: its daemon is told to stop it (in the next heartbeat
+    /// or claim, and in every heartbeat that still lists it).
+    pub fn revoked(&mut self, task: &crate::db::tasks::Task) {
+        if let Some(attempt) = task.attempt_id {
+            self.revoked.push(db::liveness::Revoked {
+                attempt,
+                task: task.id,
+                workspace: task.workspace_id,
+                runtime: task.runtime_id,
+            });
+        }
+    }
 }
 
 impl From<Vec<NewEvent>> for Changes {
     fn from(events: Vec<NewEvent>) -> Self {
         Self {
             events,
-            agents: Vec::new(),
+            ..Self::default()
         }
     }
 }
@@ -75,10 +92,27 @@ async fn commit(
 ) -> Result<()> {
     let mut ch = changes.into();
     refresh_agents(&mut tx, &ch.agents, &mut ch.events).await?;
+    db::liveness::revoke(&mut tx, &ch.revoked).await?;
     let stored = db::events::insert(&mut tx, ch.events).await?;
     tx.commit().await?;
     app.hub.committed(stored);
+    flag_revoked(app, &ch.revoked).await;
     Ok(())
+}
+
+/// Flags the runtimes of revoked attempts in the liveness store, so that their next heartbeat
+/// reads what waits for them. If the store fails, the claim response still carries cancellations
+/// (it reads Postgres), and later reports of those attempts get 409.
+async fn flag_revoked(app: &App, revoked: &[db::liveness::Revoked]) {
+    let mut runtimes: Vec<_> = revoked.iter().map(|r| (r.workspace, r.runtime)).collect();
+    runtimes.sort();
+    runtimes.dedup();
+    for (ws, rt) in runtimes {
+        if let Err(e) = app.live.flag_cancel(ws, rt).await {
+            tracing::warn!(error = %e, "could not flag a revoked attempt in the liveness store");
+            metrics::counter!("paddock_liveness_errors_total", "op" => "flag_cancel").increment(1);
+        }
+    }
 }
 
 /// Recomputes the status of these agents and records an `agent.status` event for each change.

@@ -8,8 +8,9 @@ use super::{Changes, Result, commit, tasks::fail_tasks_of_runtimes};
 use crate::db;
 use crate::db::runtimes::{NewRuntime, Registered};
 use crate::events;
+use crate::ids::AttemptId;
 use crate::ids::{RuntimeId, WorkspaceId};
-use crate::live::Touched;
+use crate::live::{Listing, Touched};
 use crate::state::App;
 
 /// Registers a runtime; returns it and whether it was created now.
@@ -39,7 +40,7 @@ pub async fn register(app: &App, new: &NewRuntime<'_>) -> Result<(Registered, bo
     }
     commit(app, tx, ch).await?;
     let created = reg.was_status.is_none();
-    if let Err(e) = app.live.touch(new.workspace, &[reg.id]).await {
+    if let Err(e) = app.live.touch(new.workspace, &[reg.id], None).await {
         tracing::warn!(error = %e, "liveness store unavailable at registration");
     }
     Ok((reg, created))
@@ -49,9 +50,20 @@ pub async fn register(app: &App, new: &NewRuntime<'_>) -> Result<(Registered, bo
 /// for runtimes the store did not know as alive (new, revived, or foreign ids; their waiting
 /// cancellations too, as the store flags only runtimes it knows), and for runtimes the store says a
 /// cancellation waits for; if the store fails, heartbeats write `last_seen_at` to Postgres directly.
-pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> Result<HeartbeatReply> {
+///
+/// A daemon that lists its attempts (`attempts`) leaves that listing in the store for the
+/// attempt-lost sweep; the attempts among them the server revoked come back in `cancel`, in every
+/// reply whose request lists them (the store flags the runtime until the daemon stops listing
+/// them).
+pub async fn heartbeat(
+    app: &App,
+    ws: WorkspaceId,
+    ids: &[RuntimeId],
+    attempts: Option<&[AttemptId]>,
+) -> Result<HeartbeatReply> {
     metrics::counter!("paddock_heartbeats_total").increment(ids.len() as u64);
-    let (touched, fallback) = match app.live.touch(ws, ids).await {
+    let listing = attempts.map(|a| Listing::new(chrono::Utc::now(), a));
+    let (touched, fallback) = match app.live.touch(ws, ids, listing.as_ref()).await {
         Ok(t) => (t, false),
         Err(e) => {
             tracing::warn!(error = %e, "liveness store failed; heartbeat falls back to Postgres");
@@ -83,8 +95,14 @@ pub async fn heartbeat(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> Result<
         to_check: pick(|t| !t.was_alive),
         want_cancels: pick(|t| t.cancel_waiting || !t.was_alive),
         fallback,
+        recheck: listing.filter(|l| !l.attempts.is_empty()).filter(|_| {
+            touched
+                .iter()
+                .any(|t| t.recheck || t.cancel_waiting || !t.was_alive)
+        }),
+        runtimes: ids.to_vec(),
     };
-    if !slow.to_check.is_empty() || !slow.want_cancels.is_empty() {
+    if !slow.to_check.is_empty() || !slow.want_cancels.is_empty() || slow.recheck.is_some() {
         slow.run(app, &mut reply).await?;
     }
     Ok(reply)
@@ -99,6 +117,10 @@ struct SlowPath {
     want_cancels: Vec<RuntimeId>,
     /// The store failed: nothing to forget there.
     fallback: bool,
+    /// The daemon's listing, when its attempts must be checked against the revoked ones.
+    recheck: Option<Listing>,
+    /// Every runtime of the heartbeat.
+    runtimes: Vec<RuntimeId>,
 }
 
 impl SlowPath {
@@ -140,7 +162,22 @@ impl SlowPath {
         if !known_cancels.is_empty() {
             reply.cancel = db::tasks::take_cancels(&mut tx, &known_cancels).await?;
         }
+        let mut revoked_listed = false;
+        if let Some(listing) = &self.recheck {
+            for notice in db::liveness::revoked_of(&mut tx, ws, &listing.attempts).await? {
+                revoked_listed = true;
+                if !reply.cancel.contains(&notice) {
+                    reply.cancel.push(notice);
+                }
+            }
+        }
         commit(app, tx, ch).await?;
+        if let (true, Some(listing)) = (revoked_listed, &self.recheck) {
+            // Answer them again while the daemon still lists them.
+            if let Err(e) = app.live.flag_recheck(ws, &self.runtimes, listing).await {
+                tracing::warn!(error = %e, "could not flag listed revoked attempts");
+            }
+        }
         if !unknown.is_empty() && !self.fallback {
             let _ = app.live.forget(&unknown).await;
         }
@@ -149,11 +186,13 @@ impl SlowPath {
 }
 
 /// Takes runtimes that were just marked offline through the consequences: their active tasks fail
-/// with `runtime_offline` (retried when attempts are left), their agents go offline.
+/// with `runtime_offline` (retried when attempts are left) — at once when `fail_now`, else after
+/// `offline_grace` (the attempt-liveness sweep) — and their agents go offline.
 pub(super) async fn after_offline(
     conn: &mut PgConnection,
     app: &App,
     changed: &[db::runtimes::Changed],
+    fail_now: bool,
     ch: &mut Changes,
 ) -> Result<()> {
     if changed.is_empty() {
@@ -168,7 +207,9 @@ pub(super) async fn after_offline(
             json!({}),
         ));
     }
-    fail_tasks_of_runtimes(conn, app.backoff(), &ids, ch).await?;
+    if fail_now {
+        fail_tasks_of_runtimes(conn, app.backoff(), &ids, ch).await?;
+    }
     let agents = db::agents::of_runtimes(conn, &ids).await?;
     ch.agents_changed(&agents);
     Ok(())
@@ -179,7 +220,8 @@ pub async fn deregister(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> Result
     let mut tx = app.pool.begin().await?;
     let changed = db::runtimes::mark_offline(&mut tx, ws, ids).await?;
     let mut ch = Changes::default();
-    after_offline(&mut tx, app, &changed, &mut ch).await?;
+    // A daemon that deregisters is going away: its attempts end now, whatever the grace.
+    after_offline(&mut tx, app, &changed, true, &mut ch).await?;
     forget(app, &changed).await;
     commit(app, tx, ch).await?;
     Ok(changed.into_iter().map(|c| c.id).collect())

@@ -21,6 +21,8 @@ pub const SWEEP_BATCH: i64 = 500;
 /// Events deleted per statement, and statements per tick, by the event-log sweep.
 const EVENTS_BATCH: i64 = 5000;
 const EVENT_BATCHES_PER_TICK: usize = 10;
+/// Attempt transcripts deleted per statement by the transcript retention sweep.
+const TRANSCRIPTS_BATCH: i64 = 100;
 /// Rows of `sweeper_runs` kept.
 const RUNS_KEPT: i64 = 5000;
 
@@ -60,7 +62,8 @@ pub async fn stale_runtimes(app: &App) -> Result<usize> {
     let mut tx = app.pool.begin().await?;
     let changed = db::sweeps::mark_stale_offline(&mut tx, &stale, threshold).await?;
     let mut ch = Changes::default();
-    runtimes::after_offline(&mut tx, app, &changed, &mut ch).await?;
+    let fail_now = app.settings.offline_grace.is_zero();
+    runtimes::after_offline(&mut tx, app, &changed, fail_now, &mut ch).await?;
     runtimes::forget(app, &changed).await;
     commit(app, tx, ch).await?;
     Ok(changed.len())
@@ -148,6 +151,25 @@ pub async fn events_gc(app: &App) -> Result<usize> {
             .await? as usize;
         total += n;
         if n < EVENTS_BATCH as usize {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Sweep 7: transcripts whose first message is older than `transcript_retention` are deleted whole,
+/// oldest first, a bounded number of attempts per statement and a few statements per tick.
+pub async fn transcripts_gc(app: &App) -> Result<usize> {
+    let retention = app.settings.transcript_retention;
+    if retention.is_zero() {
+        return Ok(0);
+    }
+    let mut conn = app.pool.acquire().await?;
+    let mut total = 0;
+    for _ in 0..EVENT_BATCHES_PER_TICK {
+        let n = db::transcripts::expire(&mut conn, retention, TRANSCRIPTS_BATCH).await?;
+        total += usize::try_from(n).unwrap_or(0);
+        if n == 0 {
             break;
         }
     }

@@ -99,17 +99,11 @@ pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> Result<Task> {
     if status.is_active() {
         // The cancelled attempt stays on the task row (ops.attempts).
         ch.agent_changed(task.agent_id);
+        ch.revoked(&task);
     }
     ch.events
         .insert(0, events::task(EventType::TaskCancelled, &updated));
     commit(app, tx, ch).await?;
-    if status.is_active()
-        && let Err(e) = app.live.flag_cancel(ws, task.runtime_id).await
-    {
-        // The claim response still carries it (it reads Postgres), and later reports get 409.
-        tracing::warn!(error = %e, "could not flag cancellation in the liveness store");
-        metrics::counter!("paddock_liveness_errors_total", "op" => "flag_cancel").increment(1);
-    }
     Ok(updated)
 }
 
@@ -198,6 +192,10 @@ pub async fn fail_active(
     let updated = write_failure(conn, backoff, task, failure).await?;
     ch.push(events::task_ended(&updated, failure.reason, failure.error));
     ch.agent_changed(task.agent_id);
+    if failure.reason != FailureReason::AgentError {
+        // The server ended it: its daemon may still be running it.
+        ch.revoked(task);
+    }
     Ok(updated)
 }
 

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use paddock_api::{
-    Claim, ClaimReply, DefinitionReply, Deregistered, HeartbeatReply, Register, Registered,
-    RuntimeIds,
+    Claim, ClaimReply, DefinitionReply, Deregistered, Heartbeat, HeartbeatReply, Register,
+    Registered, RuntimeIds,
 };
 use tokio::time::Instant;
 
@@ -57,29 +57,40 @@ pub async fn register(
     ))
 }
 
+/// Most attempts one heartbeat may list.
+const MAX_ATTEMPTS_PER_HEARTBEAT: usize = 10_000;
+
 /// The runtimes a call names: 1 to `MAX_RUNTIMES_PER_CALL`, deduplicated.
-fn checked(ids: &RuntimeIds) -> ApiResult<Vec<RuntimeId>> {
-    if ids.runtime_ids.is_empty() || ids.runtime_ids.len() > MAX_RUNTIMES_PER_CALL {
+fn checked(ids: &[RuntimeId]) -> ApiResult<Vec<RuntimeId>> {
+    if ids.is_empty() || ids.len() > MAX_RUNTIMES_PER_CALL {
         return Err(ApiError::validation(format!(
             "runtime_ids must hold 1 to {MAX_RUNTIMES_PER_CALL} ids"
         )));
     }
-    let mut ids = ids.runtime_ids.clone();
+    let mut ids = ids.to_vec();
     ids.sort();
     ids.dedup();
     Ok(ids)
 }
 
-#[utoipa::path(post, path = "/api/v1/daemon/heartbeat", operation_id = "heartbeat", tag = "daemon", request_body = RuntimeIds, responses((status = 200, body = HeartbeatReply, description = "Each runtime's state, and the cancellations to act on"), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/daemon/heartbeat", operation_id = "heartbeat", tag = "daemon", request_body = Heartbeat, responses((status = 200, body = HeartbeatReply, description = "Each runtime's state, and the cancellations to act on"), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn heartbeat(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
-    Json(body): Json<RuntimeIds>,
+    Json(body): Json<Heartbeat>,
 ) -> ApiResult<axum::Json<HeartbeatReply>> {
-    let ids = checked(&body)?;
-    Ok(axum::Json(
-        service::runtimes::heartbeat(&state, ws, &ids).await?,
-    ))
+    let ids = checked(&body.runtime_ids)?;
+    if body
+        .attempts
+        .as_ref()
+        .is_some_and(|a| a.len() > MAX_ATTEMPTS_PER_HEARTBEAT)
+    {
+        return Err(ApiError::validation(format!(
+            "attempts may list at most {MAX_ATTEMPTS_PER_HEARTBEAT} ids"
+        )));
+    }
+    let reply = service::runtimes::heartbeat(&state, ws, &ids, body.attempts.as_deref()).await?;
+    Ok(axum::Json(reply))
 }
 
 #[utoipa::path(post, path = "/api/v1/daemon/deregister", operation_id = "deregister_runtimes", tag = "daemon", request_body = RuntimeIds, responses((status = 200, body = Deregistered, description = "The runtimes taken offline"), crate::http::openapi::Errors), security(("bearer" = [])))]
@@ -88,7 +99,7 @@ pub async fn deregister(
     State(state): State<AppState>,
     Json(body): Json<RuntimeIds>,
 ) -> ApiResult<axum::Json<Deregistered>> {
-    let ids = checked(&body)?;
+    let ids = checked(&body.runtime_ids)?;
     let offline = service::runtimes::deregister(&state, ws, &ids).await?;
     Ok(axum::Json(Deregistered { offline }))
 }
