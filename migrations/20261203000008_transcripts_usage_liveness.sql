@@ -128,6 +128,7 @@ CREATE VIEW ops.usage_daily AS
 SELECT date_trunc('day', a.finished_at) AS day,
        a.workspace_id,
        t.agent_id,
+       ag.name AS agent_name,
        a.runtime_id,
        r.provider,
        a.usage ->> 'model' AS model,
@@ -141,9 +142,10 @@ SELECT date_trunc('day', a.finished_at) AS day,
        sum((a.usage ->> 'cost_usd')::numeric) AS cost_usd
 FROM ops.attempts a
 JOIN tasks t ON t.id = a.task_id
+JOIN agents ag ON ag.id = t.agent_id
 LEFT JOIN runtimes r ON r.id = a.runtime_id
 WHERE a.usage IS NOT NULL AND a.finished_at IS NOT NULL
-GROUP BY 1, 2, 3, 4, 5, 6;
+GROUP BY 1, 2, 3, 4, 5, 6, 7;
 
 DO $$
 BEGIN

@@ -108,6 +108,7 @@ async fn readonly_role_reads_ops_views_but_not_token_digests() {
         "stuck_tasks",
         "sweeper_runs",
         "attempts",
+        "usage_daily",
     ] {
         sqlx::query(&format!("SELECT * FROM ops.{view}"))
             .fetch_all(&mut conn)
@@ -131,6 +132,42 @@ async fn readonly_role_reads_ops_views_but_not_token_digests() {
             "{secret}: {err}"
         );
     }
+}
+
+/// Every panel of the Grafana dashboard runs, as the read-only role it is provisioned with.
+#[tokio::test]
+async fn grafana_panels_run_as_the_readonly_role() {
+    let app = TestApp::spawn().await;
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../deploy/grafana/paddock.json")).unwrap();
+    let mut conn = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    sqlx::query("SET ROLE paddock_readonly")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let mut panels = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let Some(sql) = target["rawSql"].as_str() else {
+                continue;
+            };
+            // Grafana's macros, as it expands them for the last six hours.
+            let sql = sql
+                .replace("$__timeFilter(day)", "day > now() - interval '6 hours'")
+                .replace(
+                    "$__timeFilter(minute)",
+                    "minute > now() - interval '6 hours'",
+                );
+            sqlx::query(&sql)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("panel {}: {e}\n{sql}", panel["title"]));
+            panels += 1;
+        }
+    }
+    assert!(panels >= 9, "{panels} panels ran");
 }
 
 #[tokio::test]

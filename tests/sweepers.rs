@@ -818,10 +818,26 @@ async fn sweep_queries_use_active_row_indexes() {
     .execute(&app.pool)
     .await
     .unwrap();
-    sqlx::query("ANALYZE tasks, runtimes, agents, events")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    // Transcripts of 20k finished tasks (5 messages each), half past a week, and revocations.
+    for sql in [
+        "INSERT INTO task_transcripts (task_id, attempt, bytes, first_at)
+         SELECT id, 1, 50, now() - (row_number() OVER ()) * interval '1 minute'
+         FROM (SELECT id FROM tasks WHERE status = 'completed' LIMIT 20000) t",
+        "INSERT INTO task_messages (task_id, attempt, seq, kind, content)
+         SELECT task_id, 1, g, 'text', 'hello' FROM task_transcripts, generate_series(0, 4) g",
+        "INSERT INTO revoked_attempts (attempt_id, task_id, workspace_id, runtime_id, revoked_at)
+         SELECT gen_random_uuid(), task_id, gen_random_uuid(), gen_random_uuid(),
+                now() - (row_number() OVER ()) * interval '10 seconds'
+         FROM task_transcripts",
+    ] {
+        sqlx::query(sql).execute(&app.pool).await.unwrap();
+    }
+    sqlx::query(
+        "ANALYZE tasks, runtimes, agents, events, task_transcripts, task_messages, revoked_attempts",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
     eprintln!("seeded history in {:?}", seeding.elapsed());
 
     let secs = |n: u64| format!("'{n}'::float8");
@@ -883,6 +899,38 @@ async fn sweep_queries_use_active_row_indexes() {
                 .replace("$2", "5000"),
             &["events_occurred_at"],
             "events",
+        ),
+        (
+            "transcripts_gc",
+            include_str!("../queries/transcripts/expire.sql")
+                .replace("$1", &secs(7 * 86400))
+                .replace("$2", "100")
+                .replace("$3", "16777216"),
+            &["task_transcripts_first_at"],
+            "task_transcripts",
+        ),
+        (
+            "attempt_liveness: active attempts",
+            include_str!("../queries/liveness/active_attempts.sql").replace("$1", "10000"),
+            &["tasks_active_runtime", "tasks_active_agent"],
+            "tasks",
+        ),
+        (
+            "attempt_liveness: offline grace",
+            include_str!("../queries/liveness/offline_tasks.sql")
+                .replace("$1", &secs(60))
+                .replace("$2", "500"),
+            // Either side of the join is an active-row index: offline runtimes, or active tasks.
+            &["runtimes_offline_since", "tasks_active_runtime"],
+            "tasks",
+        ),
+        (
+            "attempt_liveness: old revocations",
+            include_str!("../queries/liveness/forget_revoked.sql")
+                .replace("$1", &secs(86400))
+                .replace("$2", "5000"),
+            &["revoked_attempts_at"],
+            "revoked_attempts",
         ),
         (
             "active_of_runtimes (failing an offline runtime's tasks)",

@@ -184,17 +184,19 @@ pub async fn next_xid(conn: &mut PgConnection) -> sqlx::Result<u64> {
     Ok(x.parse().unwrap_or(0))
 }
 
-/// Deletes whole attempt transcripts whose first message is older than `retention`, at most
-/// `limit` transcripts; returns the messages deleted.
+/// Deletes whole attempt transcripts whose first message is older than `retention`: at most
+/// `limit` transcripts and about `max_bytes` of content; returns the messages deleted.
 pub async fn expire(
     conn: &mut PgConnection,
     retention: std::time::Duration,
     limit: i64,
+    max_bytes: i64,
 ) -> sqlx::Result<i64> {
     sqlx::query_file_scalar!(
         "queries/transcripts/expire.sql",
         retention.as_secs_f64(),
-        limit
+        limit,
+        max_bytes
     )
     .fetch_one(conn)
     .await

@@ -95,10 +95,13 @@ pub async fn heartbeat(
         to_check: pick(|t| !t.was_alive),
         want_cancels: pick(|t| t.cancel_waiting || !t.was_alive),
         fallback,
+        // Revoked attempts among the listed ones: looked up when the listing changed (a newly
+        // listed attempt may be one), when something was revoked since (flagged), or when the last
+        // check found some (they are answered again while listed).
         recheck: listing.filter(|l| !l.attempts.is_empty()).filter(|_| {
             touched
                 .iter()
-                .any(|t| t.recheck || t.cancel_waiting || !t.was_alive)
+                .any(|t| t.recheck || t.cancel_waiting || t.listing_changed || !t.was_alive)
         }),
         runtimes: ids.to_vec(),
     };

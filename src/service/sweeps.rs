@@ -21,8 +21,10 @@ pub const SWEEP_BATCH: i64 = 500;
 /// Events deleted per statement, and statements per tick, by the event-log sweep.
 const EVENTS_BATCH: i64 = 5000;
 const EVENT_BATCHES_PER_TICK: usize = 10;
-/// Attempt transcripts deleted per statement by the transcript retention sweep.
+/// Attempt transcripts, and bytes of their content, deleted per statement by the transcript
+/// retention sweep (a few such statements per tick).
 const TRANSCRIPTS_BATCH: i64 = 100;
+const TRANSCRIPT_BYTES: i64 = 16 << 20;
 /// Rows of `sweeper_runs` kept.
 const RUNS_KEPT: i64 = 5000;
 
@@ -167,7 +169,8 @@ pub async fn transcripts_gc(app: &App) -> Result<usize> {
     let mut conn = app.pool.acquire().await?;
     let mut total = 0;
     for _ in 0..EVENT_BATCHES_PER_TICK {
-        let n = db::transcripts::expire(&mut conn, retention, TRANSCRIPTS_BATCH).await?;
+        let n = db::transcripts::expire(&mut conn, retention, TRANSCRIPTS_BATCH, TRANSCRIPT_BYTES)
+            .await?;
         total += usize::try_from(n).unwrap_or(0);
         if n == 0 {
             break;

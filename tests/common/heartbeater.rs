@@ -1,5 +1,6 @@
 //! A simulated daemon that heartbeats in the background (load, not synchronisation).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -38,16 +39,43 @@ impl Heartbeater {
         Self::spawn(app, ws, ids, every, true)
     }
 
+    /// Reply-driven, listing the attempts in `attempts` (as they are at each heartbeat) for the
+    /// runtimes: a reconciling daemon (DESIGN §10).
+    pub fn listing(
+        app: &TestApp,
+        ws: &Ws,
+        ids: &[&str],
+        attempts: Arc<Mutex<Vec<String>>>,
+        every: Duration,
+    ) -> Self {
+        Self::spawn_with(app, ws, ids, Some(attempts), every, false)
+    }
+
     fn spawn(app: &TestApp, ws: &Ws, ids: &[&str], every: Duration, on_timer: bool) -> Self {
+        Self::spawn_with(app, ws, ids, None, every, on_timer)
+    }
+
+    fn spawn_with(
+        app: &TestApp,
+        ws: &Ws,
+        ids: &[&str],
+        attempts: Option<Arc<Mutex<Vec<String>>>>,
+        every: Duration,
+        on_timer: bool,
+    ) -> Self {
         let stop = CancellationToken::new();
         let (http, url, token) = (
             app.http.clone(),
             format!("{}/api/v1/daemon/heartbeat", app.base),
             ws.daemon.clone(),
         );
-        let body = json!({ "runtime_ids": ids });
+        let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
         let one = move || {
-            let (http, url, token, body) = (http.clone(), url.clone(), token.clone(), body.clone());
+            let body = match &attempts {
+                Some(a) => json!({ "runtime_ids": ids, "attempts": *a.lock().unwrap() }),
+                None => json!({ "runtime_ids": ids }),
+            };
+            let (http, url, token) = (http.clone(), url.clone(), token.clone());
             async move {
                 let t0 = Instant::now();
                 let res = http.post(&url).bearer_auth(&token).json(&body).send().await;

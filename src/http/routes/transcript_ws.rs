@@ -113,7 +113,7 @@ impl Follow {
             let outcome = tokio::select! {
                 frame = sub.rx.recv() => match frame {
                     Some(f) => {
-                        if self.attempt.is_none_or(|a| a == f.attempt) && sent.insert((f.attempt, f.seq))
+                        if self.wants(&f) && sent.insert((f.attempt, f.seq))
                             && send(&mut socket, f.text.clone()).await.is_err()
                         {
                             Some(Ending::Closed(close_code::AGAIN, "too slow"))
@@ -138,7 +138,7 @@ impl Follow {
                 () = wait_end => {
                     // Frames the feed handed out up to the horizon are queued: send them first.
                     while let Ok(f) = sub.rx.try_recv() {
-                        if self.attempt.is_none_or(|a| a == f.attempt) && sent.insert((f.attempt, f.seq)) {
+                        if self.wants(&f) && sent.insert((f.attempt, f.seq)) {
                             send(&mut socket, f.text.clone()).await?;
                         }
                     }
@@ -166,6 +166,12 @@ impl Follow {
                 }
             }
         }
+    }
+
+    /// Whether a live frame is one this session follows: of its attempt (if it keeps to one) and
+    /// after its cursor.
+    fn wants(&self, f: &crate::transcripts::Frame) -> bool {
+        self.attempt.is_none_or(|a| a == f.attempt) && (f.attempt, f.seq) > self.after
     }
 
     /// Sends the stored transcript after the cursor; false when the socket is too slow.
