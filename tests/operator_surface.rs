@@ -203,5 +203,6 @@ async fn dashboard_page_is_served_at_root() {
             .starts_with("text/html")
     );
     let body = res.text().await.unwrap();
-    assert!(body.contains("/api/v1/ws") || body.contains("${api}/ws"));
+    // The page follows the event WebSocket (`/api/v1` + `/ws`).
+    assert!(body.contains(r#"const api = "/api/v1""#) && body.contains(r#"wsUrl("/ws""#));
 }

@@ -2,14 +2,10 @@
 // Usage: node dashboard.mjs <base url> <member token> <screenshot path>
 // Prints READY once the page shows the workspace live over the WebSocket, then waits for a
 // task.queued event and a queue depth of 1 to appear without a reload, prints SEEN, and exits 0.
-import { chromium } from "playwright-core";
+import { launch } from "./lib.mjs";
 
 const [base, token, shot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launch();
 try {
   const page = await browser.newPage();
   let reloads = 0;
