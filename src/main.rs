@@ -1,4 +1,5 @@
 //! `paddock`: parse the command line, set up logging, hand over. No logic lives here.
+//! `serve | migrate | daemon | sweep | bench`.
 
 use std::path::Path;
 
@@ -54,6 +55,9 @@ enum Command {
         #[arg(long, env = "PADDOCK_DATA_DIR", default_value = "./.paddock")]
         data_dir: std::path::PathBuf,
     },
+    /// Run agents on this machine: register a runtime per provider, claim tasks, run the agent CLIs
+    /// and report every step (DESIGN §11).
+    Daemon(Box<paddock_daemon::DaemonArgs>),
     /// Run the sweepers' tick now (as the leader; refused while a replica leads) and print each
     /// tick's time in milliseconds.
     Sweep {
@@ -208,6 +212,8 @@ async fn main() -> anyhow::Result<()> {
     // A bench's in-process server would log every request at info; only warnings are wanted.
     let (default_filter, to_stderr) = match cli.command {
         Command::Bench(_) | Command::Sweep { .. } => ("warn", true),
+        // One line per task event on stderr (stdout stays free for the agents' scripts).
+        Command::Daemon(_) => ("info,paddock_client=warn", true),
         _ => ("info,sqlx=warn,tower_http=info", false),
     };
     init_tracing(cli.log_format, default_filter, to_stderr);
@@ -223,5 +229,6 @@ async fn main() -> anyhow::Result<()> {
             replica,
         } => run_sweep(*settings, ticks, &replica).await,
         Command::Bench(args) => paddock_bench::run(args).await,
+        Command::Daemon(args) => paddock_daemon::run(*args).await,
     }
 }

@@ -12,6 +12,7 @@
 )]
 
 pub mod api;
+pub mod daemon;
 pub mod db;
 pub mod heartbeater;
 pub mod json;

@@ -1,0 +1,453 @@
+//! The provider interface: what the daemon runs for an agent runtime
+//! ([`ProviderKind::command`]) and how that child's output becomes transcript
+//! messages, usage, a session id and an outcome ([`Parser`]).
+//!
+//! Everything here is pure: building a [`CommandSpec`] and parsing lines do
+//! no I/O and spawn nothing. The daemon spawns the child (in the work dir),
+//! writes [`CommandSpec::stdin`] and closes stdin, feeds every output line to
+//! [`Parser::line`] and, once the child has exited, calls [`Parser::finish`].
+//!
+//! Common rules, enforced here for every provider: a message's `content` is
+//! at most [`MAX_CONTENT_BYTES`] (cut at a char boundary, with
+//! `data.truncated = true`), and lines a provider does not understand are
+//! kept as `system` messages instead of being dropped or failing.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_json::Value;
+
+use paddock_api::{JsonObject, MessageKind, Usage};
+
+pub mod claude;
+pub mod codex;
+pub mod exec;
+
+/// The largest `content` of one message, in bytes (64 KiB).
+pub const MAX_CONTENT_BYTES: usize = 64 * 1024;
+
+/// How many stderr lines a failure's error text quotes.
+const ERROR_TAIL_LINES: usize = 5;
+/// How much of one stderr line a failure's error text quotes, in bytes.
+const ERROR_TAIL_LINE_BYTES: usize = 1024;
+
+/// Which of the child's output streams a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// One thing an agent's output told us, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Parsed {
+    /// A transcript message.
+    Message {
+        kind: MessageKind,
+        content: String,
+        data: Option<JsonObject>,
+    },
+    /// Cumulative usage for the attempt so far (the last one wins).
+    Usage(Usage),
+    /// The agent's resumable session id (reported once per distinct id).
+    Session(String),
+}
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The attempt succeeded; the object is the attempt's result.
+    Complete(JsonObject),
+    /// The attempt failed.
+    Fail { error: String, retryable: bool },
+}
+
+/// What to run: program, args, bytes for stdin (then EOF), extra env.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub stdin: Vec<u8>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Everything a provider needs to build its command line.
+#[derive(Clone, Copy, Debug)]
+pub struct Launch<'a> {
+    /// The agent CLI to run (ignored by `exec`, whose definition names it).
+    pub bin: &'a Path,
+    /// The agent definition (provider-specific fields such as `model`).
+    pub definition: &'a JsonObject,
+    /// The task payload (`prompt`, or anything for `exec`).
+    pub payload: &'a JsonObject,
+    /// The directory the child runs in (the daemon sets it as the cwd).
+    pub work_dir: &'a Path,
+    /// A session id from an earlier attempt to resume, if any.
+    pub resume_session: Option<&'a str>,
+}
+
+/// Turns one child's output lines into [`Parsed`] items and, at the end,
+/// an [`Outcome`]. Implementations never panic on any input.
+pub trait Parser: Send {
+    /// One line from `stream`, with or without its `\n` / `\r\n`.
+    fn line(&mut self, stream: Stream, line: &str) -> Vec<Parsed>;
+    /// The child has exited: `Some(code)`, or `None` if a signal killed it.
+    fn finish(&mut self, exit_code: Option<i32>) -> Outcome;
+}
+
+/// A supported agent runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    ClaudeCode,
+    Codex,
+    Exec,
+}
+
+impl ProviderKind {
+    /// Every provider, in a stable order.
+    pub const ALL: [ProviderKind; 3] = [Self::ClaudeCode, Self::Codex, Self::Exec];
+
+    /// The provider's name: `claude-code`, `codex` or `exec`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "claude-code",
+            Self::Codex => "codex",
+            Self::Exec => "exec",
+        }
+    }
+
+    /// The command line for one attempt, or what is wrong with the
+    /// definition or payload.
+    pub fn command(&self, l: &Launch) -> Result<CommandSpec, String> {
+        match self {
+            Self::ClaudeCode => claude::command(l),
+            Self::Codex => codex::command(l),
+            Self::Exec => exec::command(l),
+        }
+    }
+
+    /// A fresh parser for one attempt. The definition supplies defaults
+    /// (such as the model reported in [`Usage`]) that the output may lack.
+    pub fn parser(&self, definition: &JsonObject) -> Box<dyn Parser> {
+        match self {
+            Self::ClaudeCode => Box::new(claude::ClaudeParser::new(definition)),
+            Self::Codex => Box::new(codex::CodexParser::new(definition)),
+            Self::Exec => Box::new(exec::ExecParser::new()),
+        }
+    }
+
+    /// The CLI looked up on `PATH` when no binary is configured.
+    pub fn default_bin(&self) -> Option<&'static str> {
+        match self {
+            Self::ClaudeCode => Some("claude"),
+            Self::Codex => Some("codex"),
+            Self::Exec => None,
+        }
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown provider `{s}` (expected claude-code, codex or exec)"))
+    }
+}
+
+impl fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// ---- helpers shared by the providers ----
+
+/// A message, with `content` cut to [`MAX_CONTENT_BYTES`] if need be.
+fn message(kind: MessageKind, content: impl Into<String>, data: Option<JsonObject>) -> Parsed {
+    let mut content = content.into();
+    let mut data = data;
+    if content.len() > MAX_CONTENT_BYTES {
+        content.truncate(floor_char_boundary(&content, MAX_CONTENT_BYTES));
+        data.get_or_insert_with(JsonObject::new)
+            .insert("truncated".into(), Value::Bool(true));
+    }
+    Parsed::Message {
+        kind,
+        content,
+        data,
+    }
+}
+
+/// A line the provider did not understand, kept as a `system` message.
+fn system_line(line: &str) -> Parsed {
+    message(MessageKind::System, line, None)
+}
+
+/// The largest char boundary of `s` at or below `index`.
+fn floor_char_boundary(s: &str, index: usize) -> usize {
+    let mut i = index.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The last at most `max` bytes of `s`, starting at a char boundary.
+fn tail_str(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// `line` without its trailing `\n` or `\r\n`.
+fn trim_eol(line: &str) -> &str {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// `line` as a JSON object, or `None` if it is anything else.
+fn json_object(line: &str) -> Option<JsonObject> {
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(obj)) => Some(obj),
+        _ => None,
+    }
+}
+
+/// The string field `key` of `obj`, if present and a string.
+fn str_field<'a>(obj: &'a JsonObject, key: &str) -> Option<&'a str> {
+    obj.get(key).and_then(Value::as_str)
+}
+
+/// The integer field `key` of `obj`, or 0.
+fn int_field(obj: &JsonObject, key: &str) -> i64 {
+    match obj.get(key) {
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_f64().map(|f| f as i64))
+            .unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// An optional string field of the agent definition (absent or `null` is
+/// `None`; any other non-string is an error).
+fn def_str<'a>(def: &'a JsonObject, key: &str) -> Result<Option<&'a str>, String> {
+    match def.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("agent definition field `{key}` must be a string")),
+    }
+}
+
+/// An optional positive integer field of the agent definition.
+fn def_positive_int(def: &JsonObject, key: &str) -> Result<Option<u64>, String> {
+    match def.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!(
+                "agent definition field `{key}` must be a positive integer"
+            )),
+        },
+    }
+}
+
+/// An optional array-of-strings field of the agent definition.
+fn def_str_array<'a>(def: &'a JsonObject, key: &str) -> Result<Option<Vec<&'a str>>, String> {
+    match def.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .ok_or_else(|| format!("agent definition field `{key}[{i}]` must be a string"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(format!(
+            "agent definition field `{key}` must be an array of strings"
+        )),
+    }
+}
+
+/// The prompt an agent CLI gets on stdin: the definition's `instructions`
+/// (if any) and a blank line, then the payload's `prompt` or, without one,
+/// the payload as JSON.
+fn prompt_text(l: &Launch) -> Result<String, String> {
+    let instructions = def_str(l.definition, "instructions")?.filter(|s| !s.trim().is_empty());
+    let task = match l.payload.get("prompt") {
+        None | Some(Value::Null) => serde_json::to_string(l.payload)
+            .map_err(|e| format!("cannot encode the task payload: {e}"))?,
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err("task payload field `prompt` must be a string".into()),
+    };
+    Ok(match instructions {
+        Some(i) => format!("{i}\n\n{task}"),
+        None => task,
+    })
+}
+
+/// The session ids already reported, so each distinct one is reported once.
+#[derive(Debug, Default)]
+struct Sessions(Vec<String>);
+
+impl Sessions {
+    /// Pushes [`Parsed::Session`] if `id` is a new, non-empty string.
+    fn report(&mut self, id: Option<&Value>, out: &mut Vec<Parsed>) {
+        if let Some(id) = id.and_then(Value::as_str)
+            && !id.is_empty()
+            && !self.0.iter().any(|s| s == id)
+        {
+            self.0.push(id.to_owned());
+            out.push(Parsed::Session(id.to_owned()));
+        }
+    }
+}
+
+/// The last few stderr lines, quoted in a failure's error text.
+#[derive(Debug, Default)]
+struct LineTail(VecDeque<String>);
+
+impl LineTail {
+    fn push(&mut self, line: &str) {
+        if line.trim().is_empty() {
+            return;
+        }
+        if self.0.len() == ERROR_TAIL_LINES {
+            self.0.pop_front();
+        }
+        let cut = floor_char_boundary(line, ERROR_TAIL_LINE_BYTES);
+        self.0.push_back(line[..cut].to_owned());
+    }
+
+    /// `head`, followed by the kept lines (one per line), if any.
+    fn error(&self, head: &str) -> String {
+        let mut error = head.to_owned();
+        for line in &self.0 {
+            error.push('\n');
+            error.push_str(line);
+        }
+        error
+    }
+}
+
+/// A failure; every provider failure is worth retrying.
+fn fail(error: String) -> Outcome {
+    Outcome::Fail {
+        error,
+        retryable: true,
+    }
+}
+
+/// Test helper: every line of `text` through `parser`.
+#[cfg(test)]
+fn feed(parser: &mut dyn Parser, stream: Stream, text: &str) -> Vec<Parsed> {
+    text.lines().flat_map(|l| parser.line(stream, l)).collect()
+}
+
+/// Test helper: the (kind, content) of each message in `parsed`.
+#[cfg(test)]
+fn messages(parsed: &[Parsed]) -> Vec<(MessageKind, &str)> {
+    parsed
+        .iter()
+        .filter_map(|p| match p {
+            Parsed::Message { kind, content, .. } => Some((*kind, content.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Test helper: a JSON object literal.
+#[cfg(test)]
+fn obj(json: &str) -> JsonObject {
+    serde_json::from_str(json).expect("test JSON object")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_by_name() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(kind.as_str().parse::<ProviderKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        assert!("claude".parse::<ProviderKind>().is_err());
+        assert_eq!(ProviderKind::ClaudeCode.default_bin(), Some("claude"));
+        assert_eq!(ProviderKind::Codex.default_bin(), Some("codex"));
+        assert_eq!(ProviderKind::Exec.default_bin(), None);
+    }
+
+    #[test]
+    fn long_content_is_cut_at_a_char_boundary() {
+        // 'é' is two bytes: an odd prefix puts the limit mid-character.
+        let long = format!("a{}", "é".repeat(MAX_CONTENT_BYTES));
+        let Parsed::Message { content, data, .. } = message(MessageKind::Text, long, None) else {
+            panic!("not a message");
+        };
+        assert_eq!(content.len(), MAX_CONTENT_BYTES - 1);
+        assert_eq!(
+            data.and_then(|d| d.get("truncated").cloned()),
+            Some(Value::Bool(true))
+        );
+
+        let exact = "x".repeat(MAX_CONTENT_BYTES);
+        let Parsed::Message { content, data, .. } = message(MessageKind::Text, exact, None) else {
+            panic!("not a message");
+        };
+        assert_eq!((content.len(), data), (MAX_CONTENT_BYTES, None));
+    }
+
+    #[test]
+    fn tails_and_line_ends() {
+        assert_eq!(tail_str("héllo", 4), "llo");
+        assert_eq!(tail_str("hi", 10), "hi");
+        assert_eq!(trim_eol("a\r\n"), "a");
+        assert_eq!(trim_eol("a\n"), "a");
+        assert_eq!(trim_eol("a"), "a");
+        let mut tail = LineTail::default();
+        for i in 0..9 {
+            tail.push(&format!("line {i}"));
+        }
+        tail.push("  ");
+        assert_eq!(
+            tail.error("boom"),
+            "boom\nline 4\nline 5\nline 6\nline 7\nline 8"
+        );
+    }
+
+    #[test]
+    fn prompt_is_instructions_then_task() {
+        let def = obj(r#"{"instructions":"Be brief."}"#);
+        let payload = obj(r#"{"prompt":"Fix it"}"#);
+        let raw = obj(r#"{"issue":7}"#);
+        let bad = obj(r#"{"prompt":7}"#);
+        let empty = JsonObject::new();
+        let launch = |definition, payload| Launch {
+            bin: Path::new("x"),
+            definition,
+            payload,
+            work_dir: Path::new("/w"),
+            resume_session: None,
+        };
+        assert_eq!(
+            prompt_text(&launch(&def, &payload)).unwrap(),
+            "Be brief.\n\nFix it"
+        );
+        assert_eq!(prompt_text(&launch(&empty, &payload)).unwrap(), "Fix it");
+        assert_eq!(
+            prompt_text(&launch(&empty, &raw)).unwrap(),
+            r#"{"issue":7}"#
+        );
+        assert!(prompt_text(&launch(&empty, &bad)).is_err());
+    }
+}
