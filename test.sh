@@ -2,7 +2,7 @@
 # Runs the whole test suite on a fresh machine. It installs what the tests need and is missing —
 # PostgreSQL and Redis server binaries (the harness starts private instances unless DATABASE_URL /
 # REDIS_URL are set), promtool (the metrics check), Chromium and playwright-core (the dashboard
-# test) — then runs `cargo test` with any arguments given.
+# test) — then runs `cargo test` over the whole workspace with any arguments given.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -31,4 +31,4 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "== npm install (tests/browser)"
   (cd tests/browser && npm install --no-audit --no-fund --silent)
 fi
-exec cargo test --no-fail-fast "$@"
+exec cargo test --workspace --no-fail-fast "$@"
