@@ -309,7 +309,34 @@ async fn a_failing_agent_fails_its_task_and_garbage_output_is_kept() {
         system >= 2,
         "garbage lines kept as system messages ({system})"
     );
-    println!("daemon: tasks 2, kills 0, lost 0, duplicates 0");
+
+    // NUL bytes (which PostgreSQL text cannot hold) in output and in the result do not cost a
+    // report: they arrive as U+FFFD and the task completes.
+    let nul = agent(
+        &app,
+        &ws,
+        &rt,
+        1,
+        exec(r"printf 'a\000b\n'; printf 'last\000'"),
+    )
+    .await;
+    let n = enqueue(&app, &ws, &nul, json!({})).await;
+    until_status(&app, &ws, &n, "completed", Duration::from_secs(30), || {
+        daemon.logs()
+    })
+    .await;
+    let contents: Vec<String> = messages(&app, &ws, &n)
+        .await
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(contents.contains(&"a\u{fffd}b".to_owned()), "{contents:?}");
+    let output = task(&app, &ws, &n).await["result"]["output"].clone();
+    assert!(
+        output.as_str().is_some_and(|o| o.contains("last\u{fffd}")),
+        "{output}"
+    );
+    println!("daemon: tasks 3, kills 0, lost 0, duplicates 0");
 }
 
 #[tokio::test]

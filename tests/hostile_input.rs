@@ -112,7 +112,9 @@ struct Fixture {
     ws: Ws,
     rt: String,
     agent: String,
+    /// Running, on `attempt`.
     task: String,
+    attempt: String,
 }
 
 async fn fixture() -> Fixture {
@@ -124,12 +126,22 @@ async fn fixture() -> Fixture {
         .as_str()
         .unwrap()
         .to_owned();
+    let claimed = app.claim(&ws, &rt, 1, 0).await;
+    let attempt = claimed["tasks"][0]["attempt_id"]
+        .as_str()
+        .expect("the fixture's task is claimed")
+        .to_owned();
+    let started = app
+        .report(&ws, &task, "start", json!({ "attempt_id": attempt }))
+        .await;
+    assert_eq!(started.status, StatusCode::OK, "{:?}", started.body);
     Fixture {
         app,
         ws,
         rt,
         agent,
         task,
+        attempt,
     }
 }
 
@@ -194,6 +206,27 @@ fn endpoints(f: &Fixture) -> Vec<(reqwest::Method, String, String, Value)> {
         ),
         (
             Method::POST,
+            "/api/v1/daemon/heartbeat".into(),
+            d.clone(),
+            json!({ "runtime_ids": [f.rt], "attempts": [f.attempt] }),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/tasks/{}/messages", f.task),
+            d.clone(),
+            json!({ "attempt_id": f.attempt, "messages": [
+                { "seq": 0, "kind": "text", "content": "hi", "data": { "k": 1 } }
+            ] }),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/tasks/{}/progress", f.task),
+            d.clone(),
+            json!({ "attempt_id": f.attempt, "usage": { "input_tokens": 1, "cost_usd": 0.5 },
+                    "session": { "id": "s", "work_dir": "/w" } }),
+        ),
+        (
+            Method::POST,
             "/api/v1/daemon/report".into(),
             d,
             json!({ "updates": [{ "task_id": f.task, "attempt_id": attempt, "action": "start" }] }),
@@ -233,6 +266,8 @@ async fn hand_picked_nasties_are_4xx_problems_and_write_nothing() {
     let f = fixture().await;
     let (app, m, d) = (&f.app, f.ws.member.as_str(), f.ws.daemon.as_str());
     let post = reqwest::Method::POST;
+    let messages = format!("/api/v1/tasks/{}/messages", f.task);
+    let progress = format!("/api/v1/tasks/{}/progress", f.task);
 
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     let deep_obj = format!(
@@ -357,9 +392,82 @@ async fn hand_picked_nasties_are_4xx_problems_and_write_nothing() {
             vec![b' '; 2 << 20],
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
+        (
+            &messages,
+            d,
+            json!({ "attempt_id": f.attempt, "messages": [
+                { "seq": 0, "kind": "text", "content": "nul\u{0}here" }
+            ] })
+            .to_string()
+            .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &messages,
+            d,
+            json!({ "attempt_id": f.attempt, "messages": [
+                { "seq": 0, "kind": "text", "content": "x", "data": { "k": "v\u{0}" } }
+            ] })
+            .to_string()
+            .into_bytes(),
+            // `data` is stored as `json`, which keeps the `\u0000` escape as written (unlike jsonb).
+            StatusCode::OK,
+        ),
+        (
+            &messages,
+            d,
+            format!(
+                r#"{{"attempt_id":"{}","messages":[{{"seq":9223372036854775808,"kind":"text","content":"x"}}]}}"#,
+                f.attempt
+            )
+            .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &messages,
+            d,
+            json!({ "attempt_id": f.attempt, "messages": [
+                { "seq": 0, "kind": "text", "content": "x", "data": [1, 2] }
+            ] })
+            .to_string()
+            .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &messages,
+            d,
+            json!({ "attempt_id": f.attempt, "messages": { "seq": 0 } })
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &progress,
+            d,
+            json!({ "attempt_id": f.attempt, "usage": { "input_tokens": -1 } })
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            &progress,
+            d,
+            json!({ "attempt_id": f.attempt, "session": { "id": "s".repeat(100_000) } })
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/v1/daemon/heartbeat",
+            d,
+            json!({ "runtime_ids": [f.rt], "attempts": vec![f.attempt.clone(); 20_000] })
+                .to_string()
+                .into_bytes(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ];
     for (path, token, body, want) in cases {
-        let shown = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
+        let shown = String::from_utf8_lossy(&body[..body.len().min(160)]).into_owned();
         let got = send(app, post.clone(), path, token, body).await;
         assert_eq!(got, want, "{path} {shown}");
     }

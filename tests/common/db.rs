@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::TestApp;
 
 /// Every table the API writes, for "nothing was written" assertions.
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 10] = [
     "workspaces",
     "tokens",
     "runtimes",
@@ -15,6 +15,9 @@ pub const TABLES: [&str; 7] = [
     "tasks",
     "task_attempts",
     "events",
+    "task_messages",
+    "task_transcripts",
+    "revoked_attempts",
 ];
 
 /// Row counts of every table of [`TABLES`], in that order.

@@ -237,7 +237,7 @@ async fn supervise_attempt(
                         Line::Stderr(t) => (Stream::Stderr, t),
                     };
                     for p in parser.line(stream, &text) {
-                        out.take(p).await;
+                        out.take(p.without_nul()).await;
                     }
                 }
                 None => break,
@@ -261,7 +261,7 @@ async fn supervise_attempt(
             retryable: true,
         }
     } else {
-        parser.finish(exit.code)
+        parser.finish(exit.code).without_nul()
     };
     Some(Ended {
         outcome,

@@ -13,77 +13,25 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use paddock_api::{
-    AttemptId, CompleteBody, ErrorCode, FailBody, PostMessages, ProgressBody, RuntimeId, TaskId,
-};
+use paddock_api::{AttemptId, ErrorCode, FailBody, RuntimeId, TaskId};
 use paddock_client::{Client, RetryPolicy};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
 use crate::journal::{Entry, Journal};
 
-/// A journal record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Record {
-    /// The daemon holds this attempt (written as soon as the claim answered).
-    Held {
-        runtime: RuntimeId,
-        task: TaskId,
-        attempt: AttemptId,
-        number: i32,
-    },
-    /// The attempt's agent runs as this process group (kept, like `Held`, until the attempt ends:
-    /// a daemon that restarts kills what is left of it).
-    Spawned {
-        pid: u32,
-    },
-    Start {
-        task: TaskId,
-        attempt: AttemptId,
-    },
-    Progress {
-        task: TaskId,
-        body: ProgressBody,
-    },
-    Messages {
-        task: TaskId,
-        body: PostMessages,
-    },
-    Complete {
-        task: TaskId,
-        body: CompleteBody,
-    },
-    Fail {
-        task: TaskId,
-        body: FailBody,
-    },
-}
-
-impl Record {
-    /// The attempt's final report: once it has its answer, the attempt is no longer held.
-    fn is_final(&self) -> bool {
-        matches!(self, Self::Complete { .. } | Self::Fail { .. })
-    }
-
-    fn what(&self) -> &'static str {
-        match self {
-            Self::Held { .. } => "held",
-            Self::Spawned { .. } => "spawned",
-            Self::Start { .. } => "start",
-            Self::Progress { .. } => "progress",
-            Self::Messages { .. } => "messages",
-            Self::Complete { .. } => "complete",
-            Self::Fail { .. } => "fail",
-        }
-    }
-}
+mod record;
+pub use record::Record;
 
 /// What the server answered a report, once it answered for good.
 enum Answer {
     Delivered,
-    /// A refusal: the attempt is not (or no longer) the task's current one, or the task is gone.
+    /// A refusal: the attempt is not (or no longer) the task's current one, or the task is gone
+    /// (409, 404).
     Refused(Option<ErrorCode>),
+    /// Any other final 4xx: the server will never take this report as it is (a value it cannot
+    /// store, a revoked token). The report is dropped; a final one is replaced by its
+    /// [`Record::fallback`], so the attempt still ends.
+    Rejected(String),
 }
 
 #[derive(Default)]
@@ -321,10 +269,38 @@ impl Outbox {
                 return;
             };
             let answer = self.send_until_answered(&record).await;
-            if let Answer::Refused(code) = &answer {
-                tracing::info!(%attempt, report = record.what(), ?code, "report refused; the attempt is over");
-                let _ = self.refused.send(attempt);
+            let mut fallback = None;
+            match &answer {
+                Answer::Delivered => {}
+                Answer::Refused(code) => {
+                    tracing::info!(%attempt, report = record.what(), ?code, "report refused; the attempt is over");
+                    let _ = self.refused.send(attempt);
+                }
+                Answer::Rejected(why) => {
+                    fallback = record.fallback(why);
+                    tracing::error!(%attempt, report = record.what(), %why, replaced = fallback.is_some(),
+                        "the server rejected a report for good; it is dropped");
+                }
             }
+            // The replacement is journaled before the rejected report is acked: a crash in
+            // between sends one of them again, never neither.
+            let fallback = match fallback {
+                Some(r) => match self
+                    .journal
+                    .append(
+                        &attempt.to_string(),
+                        serde_json::to_value(&r).unwrap_or_default(),
+                    )
+                    .await
+                {
+                    Ok(fid) => Some((fid, r)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not journal a replacement report");
+                        None
+                    }
+                },
+                None => None,
+            };
             if let Err(e) = self.journal.ack(id).await {
                 tracing::error!(error = %e, "could not ack a delivered report");
             }
@@ -334,7 +310,10 @@ impl Outbox {
                 if queue.entries.front().is_some_and(|(i, _)| *i == id) {
                     queue.entries.pop_front();
                 }
-                if record.is_final() || matches!(answer, Answer::Refused(_)) {
+                if let Some(next) = fallback {
+                    queue.entries.push_front(next);
+                    (None, Vec::new())
+                } else if record.is_final() || matches!(answer, Answer::Refused(_)) {
                     // Nothing after a final answer can change the attempt: drop the rest.
                     let mut rest: Vec<u64> = queue.entries.drain(..).map(|(i, _)| i).collect();
                     rest.extend(queue.spawned.take());
@@ -380,10 +359,13 @@ impl Outbox {
             };
             match res {
                 Ok(()) => return Answer::Delivered,
+                Err(e) if !e.is_transient() && matches!(e.status(), Some(404 | 409)) => {
+                    return Answer::Refused(e.code());
+                }
                 Err(e)
                     if !e.is_transient() && e.status().is_some_and(|s| (400..500).contains(&s)) =>
                 {
-                    return Answer::Refused(e.code());
+                    return Answer::Rejected(e.to_string());
                 }
                 Err(e) => {
                     tries += 1;

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use paddock_api::{JsonObject, MessageKind, Usage};
 use paddock_daemon::provider::{
     CommandSpec, Launch, Outcome, Parsed, Parser, ProviderKind, Stream,
 };
-use paddock_api::{JsonObject, MessageKind, Usage};
 use serde_json::{Value, json};
 
 use MessageKind::*;

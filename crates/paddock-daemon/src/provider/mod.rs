@@ -9,13 +9,14 @@
 //!
 //! Common rules, enforced here for every provider: a message's `content` is
 //! at most [`MAX_CONTENT_BYTES`] (cut at a char boundary, with
-//! `data.truncated = true`), and lines a provider does not understand are
-//! kept as `system` messages instead of being dropped or failing.
+//! `data.truncated = true`), lines a provider does not understand are kept
+//! as `system` messages instead of being dropped or failing, and the daemon
+//! passes every item through [`Parsed::without_nul`] /
+//! [`Outcome::without_nul`] before reporting it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-
 
 use paddock_api::{JsonObject, MessageKind, Usage};
 
@@ -60,6 +61,43 @@ pub enum Outcome {
     Complete(JsonObject),
     /// The attempt failed.
     Fail { error: String, retryable: bool },
+}
+
+impl Parsed {
+    /// This item with every NUL character replaced by U+FFFD. PostgreSQL's text and jsonb cannot
+    /// hold NUL, so the server refuses a report carrying one (422) — and an agent that prints a
+    /// NUL byte, or a `\u0000` escape in its JSON, must not cost the batch it is in.
+    pub fn without_nul(self) -> Self {
+        match self {
+            Parsed::Message {
+                kind,
+                content,
+                data,
+            } => Parsed::Message {
+                kind,
+                content: util::scrub(content),
+                data: data.map(util::scrub_object),
+            },
+            Parsed::Usage(mut u) => {
+                u.model = u.model.map(util::scrub);
+                Parsed::Usage(u)
+            }
+            Parsed::Session(id) => Parsed::Session(util::scrub(id)),
+        }
+    }
+}
+
+impl Outcome {
+    /// This outcome with every NUL character replaced by U+FFFD (see [`Parsed::without_nul`]).
+    pub fn without_nul(self) -> Self {
+        match self {
+            Outcome::Complete(result) => Outcome::Complete(util::scrub_object(result)),
+            Outcome::Fail { error, retryable } => Outcome::Fail {
+                error: util::scrub(error),
+                retryable,
+            },
+        }
+    }
 }
 
 /// What to run: program, args, bytes for stdin (then EOF), extra env.
@@ -180,6 +218,32 @@ mod tests {
         assert_eq!(ProviderKind::ClaudeCode.default_bin(), Some("claude"));
         assert_eq!(ProviderKind::Codex.default_bin(), Some("codex"));
         assert_eq!(ProviderKind::Exec.default_bin(), None);
+    }
+
+    #[test]
+    fn nul_characters_are_replaced_everywhere_a_report_carries_text() {
+        let data = obj(r#"{"k\u0000": ["a\u0000", {"b": "\u0000"}], "n": 1}"#);
+        let m = message(MessageKind::Text, "x\0y", Some(data)).without_nul();
+        let Parsed::Message { content, data, .. } = m else {
+            panic!("not a message");
+        };
+        assert_eq!(content, "x\u{fffd}y");
+        let data = serde_json::to_string(&data).unwrap();
+        assert_eq!(
+            data,
+            "{\"k\u{fffd}\":[\"a\u{fffd}\",{\"b\":\"\u{fffd}\"}],\"n\":1}"
+        );
+        assert_eq!(
+            Parsed::Session("s\0".into()).without_nul(),
+            Parsed::Session("s\u{fffd}".into())
+        );
+        let Outcome::Complete(result) =
+            Outcome::Complete(obj(r#"{"text": "\u0000"}"#)).without_nul()
+        else {
+            panic!("not complete");
+        };
+        assert_eq!(result["text"], "\u{fffd}");
+        assert_eq!(fail("e\0".into()).without_nul(), fail("e\u{fffd}".into()));
     }
 
     #[test]

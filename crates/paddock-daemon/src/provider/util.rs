@@ -7,12 +7,16 @@ use serde_json::Value;
 
 use paddock_api::{JsonObject, MessageKind};
 
-use super::{Launch, Outcome, Parsed, MAX_CONTENT_BYTES, ERROR_TAIL_LINES, ERROR_TAIL_LINE_BYTES};
+use super::{ERROR_TAIL_LINE_BYTES, ERROR_TAIL_LINES, Launch, MAX_CONTENT_BYTES, Outcome, Parsed};
 #[cfg(test)]
 use super::{Parser, Stream};
 
 /// A message, with `content` cut to [`MAX_CONTENT_BYTES`] if need be.
-pub(super) fn message(kind: MessageKind, content: impl Into<String>, data: Option<JsonObject>) -> Parsed {
+pub(super) fn message(
+    kind: MessageKind,
+    content: impl Into<String>,
+    data: Option<JsonObject>,
+) -> Parsed {
     let mut content = content.into();
     let mut data = data;
     if content.len() > MAX_CONTENT_BYTES {
@@ -24,6 +28,31 @@ pub(super) fn message(kind: MessageKind, content: impl Into<String>, data: Optio
         kind,
         content,
         data,
+    }
+}
+
+/// `s` with every NUL character replaced by U+FFFD.
+pub(super) fn scrub(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s
+    }
+}
+
+/// `obj` with every NUL character in its keys and strings (at any depth) replaced by U+FFFD.
+pub(super) fn scrub_object(obj: JsonObject) -> JsonObject {
+    obj.into_iter()
+        .map(|(k, v)| (scrub(k), scrub_value(v)))
+        .collect()
+}
+
+fn scrub_value(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(scrub(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(scrub_value).collect()),
+        Value::Object(obj) => Value::Object(scrub_object(obj)),
+        other => other,
     }
 }
 
@@ -104,7 +133,10 @@ pub(super) fn def_positive_int(def: &JsonObject, key: &str) -> Result<Option<u64
 }
 
 /// An optional array-of-strings field of the agent definition.
-pub(super) fn def_str_array<'a>(def: &'a JsonObject, key: &str) -> Result<Option<Vec<&'a str>>, String> {
+pub(super) fn def_str_array<'a>(
+    def: &'a JsonObject,
+    key: &str,
+) -> Result<Option<Vec<&'a str>>, String> {
     match def.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(items)) => items
