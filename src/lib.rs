@@ -146,9 +146,16 @@ pub async fn serve(
         state.hub.clone(),
         shutdown.clone(),
     ));
+    // The transcript feed starts at the horizon read before any socket can subscribe: a session's
+    // replay then sees everything below it, and the feed everything from it.
+    let transcripts_from = {
+        let mut conn = state.pool.acquire().await?;
+        db::transcripts::horizon(&mut conn).await?
+    };
     tracker.spawn(transcripts::feed::reader(
         state.pool.clone(),
         state.hub.clone(),
+        transcripts_from,
         shutdown.clone(),
     ));
 

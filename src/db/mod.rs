@@ -49,6 +49,42 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
     Ok(pool)
 }
 
+/// A connection of its own for a background reader (a feed), outside the pool: a feed that waited
+/// in the pool's queue behind the requests it serves would fall behind exactly when the load is
+/// highest. Dialled on first use with the pool's options, and again after an error.
+pub struct Dedicated {
+    opts: PgConnectOptions,
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl Dedicated {
+    pub fn new(pool: &PgPool) -> Self {
+        Self {
+            opts: (*pool.connect_options()).clone(),
+            conn: None,
+        }
+    }
+
+    /// The connection, dialled if there is none.
+    pub async fn get(&mut self) -> sqlx::Result<&mut sqlx::PgConnection> {
+        if self.conn.is_none() {
+            let conn = tokio::time::timeout(
+                Duration::from_secs(5),
+                sqlx::PgConnection::connect_with(&self.opts),
+            )
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)??;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("just dialled"))
+    }
+
+    /// Forgets the connection after an error: the next `get` dials again.
+    pub fn reset(&mut self) {
+        self.conn = None;
+    }
+}
+
 /// Begins a transaction of the task hot path (enqueue, claim, reports, cancel) whose statements are
 /// all lookups by key, with generic plans: each statement is planned once per connection.
 ///

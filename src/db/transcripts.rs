@@ -130,6 +130,20 @@ pub struct FeedRow {
     pub data: Option<Json<serde_json::Value>>,
     pub at: DateTime<Utc>,
     pub xact_id: String,
+    /// Of a task this replica watches (otherwise `content` and `data` are left out).
+    pub watched: bool,
+}
+
+impl FeedRow {
+    /// The row's place in commit-horizon order.
+    pub fn key(&self) -> (u64, uuid::Uuid, i32, i64) {
+        (
+            self.xact_id.parse().unwrap_or(0),
+            self.task_id.0,
+            self.attempt,
+            self.seq,
+        )
+    }
 }
 
 /// A place in the feed: everything before `(xact_id, task, attempt, seq)` has been read.
@@ -153,27 +167,50 @@ impl FeedPos {
     }
 }
 
-/// New messages of `tasks` after `pos`, of transactions below `horizon`.
+/// The commit horizon now, and the next `limit` messages after `pos` of transactions below it;
+/// those of `tasks` with their content.
 pub async fn feed_after(
     conn: &mut PgConnection,
     pos: &FeedPos,
-    horizon: u64,
     tasks: &[TaskId],
     limit: i64,
-) -> sqlx::Result<Vec<FeedRow>> {
-    sqlx::query_file_as!(
-        FeedRow,
+) -> sqlx::Result<(u64, Vec<FeedRow>)> {
+    let answer = sqlx::query_file!(
         "queries/transcripts/feed_after.sql",
         pos.xact_id.to_string(),
         pos.task,
         pos.attempt,
         pos.seq,
-        horizon.to_string(),
         &uuids(tasks),
         limit
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    let horizon = answer
+        .first()
+        .and_then(|r| r.horizon.parse().ok())
+        .unwrap_or(0);
+    let rows = answer
+        .into_iter()
+        .filter_map(|r| {
+            Some(FeedRow {
+                task_id: r.task_id?,
+                attempt: r.attempt?,
+                seq: r.seq?,
+                kind: r.kind?,
+                content: r.content?,
+                data: r.data,
+                at: r.at?,
+                xact_id: r.xact_id?,
+                watched: r.watched?,
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut rows = rows;
+    if !rows.is_sorted_by_key(FeedRow::key) {
+        rows.sort_by_key(FeedRow::key);
+    }
+    Ok((horizon, rows))
 }
 
 /// The next transaction id: every transaction committed so far has a smaller one.

@@ -1,9 +1,10 @@
 //! The live transcript feed of one replica, and its cross-replica wake-ups.
 //!
 //! * The **reader** keeps one position in the messages' commit-horizon order and, while sockets
-//!   watch some tasks, reads the new messages of those tasks below the commit horizon
-//!   (`queries/transcripts/feed_after.sql`), serialises each frame once and hands it to the hub. It
-//!   reads when nudged — a local post committed, another replica notified, a session waits for its
+//!   watch some tasks, reads the new messages below the commit horizon
+//!   (`queries/transcripts/feed_after.sql`, content only for the watched tasks), serialises each
+//!   frame once and hands it to the hub. It has a connection of its own ([`db::Dedicated`]), so it
+//!   never queues behind the posts it follows. It reads when nudged — a local post committed, another replica notified, a session waits for its
 //!   end — and every second regardless. With nobody watching it only moves its position up to the
 //!   horizon, so a first watcher does not start a scan of what came before (its session replays
 //!   that from the table).
@@ -48,14 +49,20 @@ pub async fn notifier(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
     }
 }
 
-pub async fn reader(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
+/// Follows the feed from `from`, a horizon read before any socket could subscribe.
+pub async fn reader(pool: PgPool, hub: Arc<Hub>, from: u64, shutdown: CancellationToken) {
     let t = &hub.transcripts;
-    let mut pos: Option<FeedPos> = None;
+    let mut pos = FeedPos::floor(from);
+    t.advance(from);
+    let mut conn = db::Dedicated::new(&pool);
     loop {
-        match read_once(&pool, &hub, &mut pos).await {
+        match read_once(&mut conn, &hub, &mut pos).await {
             Ok(true) => continue,
             Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "transcript feed read failed"),
+            Err(e) => {
+                conn.reset();
+                tracing::warn!(error = %e, "transcript feed read failed");
+            }
         }
         tokio::select! {
             _ = t.nudge.notified() => tokio::time::sleep(READ_COALESCE).await,
@@ -66,32 +73,32 @@ pub async fn reader(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) {
 }
 
 /// One read; true when it was full (read again at once).
-async fn read_once(pool: &PgPool, hub: &Hub, pos: &mut Option<FeedPos>) -> anyhow::Result<bool> {
+async fn read_once(conn: &mut db::Dedicated, hub: &Hub, pos: &mut FeedPos) -> anyhow::Result<bool> {
     let t = &hub.transcripts;
     let (tasks, version) = t.watched();
-    let mut conn = pool.acquire().await?;
-    let horizon = db::transcripts::horizon(&mut conn).await?;
+    let conn = conn.get().await?;
     if tasks.is_empty() {
+        let horizon = db::transcripts::horizon(conn).await?;
         // Nobody watches: skip ahead, unless a subscription began meanwhile (its replay may not
         // have seen what lies between the old position and this horizon).
         if t.version() == version {
-            *pos = Some(FeedPos::floor(horizon));
+            *pos = FeedPos::floor(horizon);
             t.advance(horizon);
         }
         return Ok(false);
     }
-    let from = *pos.get_or_insert(FeedPos::floor(horizon));
-    let rows = db::transcripts::feed_after(&mut conn, &from, horizon, &tasks, READ_BATCH).await?;
-    drop(conn);
+    let (horizon, rows) = db::transcripts::feed_after(conn, pos, &tasks, READ_BATCH).await?;
     let full = rows.len() as i64 == READ_BATCH;
     for row in rows {
-        *pos = Some(position(&row));
-        let task = row.task_id;
-        t.deliver(task, Arc::new(frame(row)?));
+        *pos = position(&row);
+        if row.watched {
+            let task = row.task_id;
+            t.deliver(task, Arc::new(frame(row)?));
+        }
     }
     if !full {
         // Every row below the horizon was in this read.
-        *pos = Some(FeedPos::floor(horizon));
+        *pos = FeedPos::floor(horizon);
         t.advance(horizon);
     }
     Ok(full)
@@ -108,6 +115,7 @@ fn position(row: &FeedRow) -> FeedPos {
 
 fn frame(row: FeedRow) -> anyhow::Result<Frame> {
     let (attempt, seq) = (row.attempt, row.seq);
+    let xact = row.xact_id.parse().unwrap_or(0);
     let message = Message {
         attempt,
         seq,
@@ -117,6 +125,7 @@ fn frame(row: FeedRow) -> anyhow::Result<Frame> {
         at: row.at,
     };
     Ok(Frame {
+        xact,
         attempt,
         seq,
         text: serde_json::to_string(&TranscriptFrame::Message(message))?.into(),

@@ -19,12 +19,15 @@ use tokio::sync::{Notify, mpsc, watch};
 
 use crate::ids::TaskId;
 
-/// Frames a socket may have queued before it is dropped as too slow.
-pub const SOCKET_QUEUE: usize = 1024;
+/// Frames a socket may have queued before it is dropped as too slow (the frames are shared, so a
+/// full queue costs a pointer each).
+pub const SOCKET_QUEUE: usize = 4096;
 
 /// A message frame as sockets send it: the JSON text, serialised once, and its key.
 #[derive(Debug)]
 pub struct Frame {
+    /// The transaction that stored it: frames come in this order.
+    pub xact: u64,
     pub attempt: i32,
     pub seq: i64,
     /// Cheap to clone: every socket of the task sends the same bytes.

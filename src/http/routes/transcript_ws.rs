@@ -2,20 +2,25 @@
 //!
 //! The session subscribes to the task's new messages first, then replays the stored transcript
 //! after the cursor, then sends each new message as the feed reads it (commit-horizon order, on
-//! whichever replica it was written); a message already sent is not sent again. Once the task is
+//! whichever replica it was written); a message the replay sent is not sent again (only messages of
+//! transactions older than the end of the replay can be both, so the replay's keys are kept until
+//! the feed passes that point). Frames that are queued together go out in one write. Once the task is
 //! terminal, the session waits until everything committed before it saw that has been read, sends
 //! `{"type": "end", "status"}` and closes with 1000. A socket that falls `SOCKET_QUEUE` frames
 //! behind is closed with 1013 and reconnects with its cursor.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::response::Response;
+use futures::SinkExt;
 use paddock_api::{EventType, TaskStatus, TranscriptFrame};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
 use super::messages::{check_task, start_of};
 use super::ws::WsMember;
@@ -24,9 +29,12 @@ use crate::http::error::ApiResult;
 use crate::http::extract::{Path, Query};
 use crate::ids::{TaskId, WorkspaceId};
 use crate::state::AppState;
+use crate::transcripts::Frame;
 
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLAY_PAGE: i64 = 500;
+/// Most frames written to the socket before one flush.
+const SEND_BATCH: usize = 256;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -89,10 +97,14 @@ impl Follow {
         let mut sub = state.hub.transcripts.subscribe(self.task);
         let mut events = state.hub.subscribe();
         let mut revoked = state.hub.revoked.subscribe();
-        let mut sent: HashSet<(i32, i64)> = HashSet::new();
-        if !self.replay(state, &mut socket, &mut sent).await? {
+        let mut seam = Seam::default();
+        if !self.replay(state, &mut socket, &mut seam.replayed).await? {
             return close(socket, close_code::AGAIN, "too slow").await;
         }
+        seam.xact = {
+            let mut conn = state.pool.acquire().await?;
+            db::transcripts::next_xid(&mut conn).await?
+        };
         let mut ending = None;
         let mut terminal = self.status_if_terminal(state).await?;
         loop {
@@ -113,9 +125,7 @@ impl Follow {
             let outcome = tokio::select! {
                 frame = sub.rx.recv() => match frame {
                     Some(f) => {
-                        if self.wants(&f) && sent.insert((f.attempt, f.seq))
-                            && send(&mut socket, f.text.clone()).await.is_err()
-                        {
+                        if self.send_live(&mut socket, f, &mut sub.rx, &mut seam).await.is_err() {
                             Some(Ending::Closed(close_code::AGAIN, "too slow"))
                         } else {
                             None
@@ -138,9 +148,7 @@ impl Follow {
                 () = wait_end => {
                     // Frames the feed handed out up to the horizon are queued: send them first.
                     while let Ok(f) = sub.rx.try_recv() {
-                        if self.wants(&f) && sent.insert((f.attempt, f.seq)) {
-                            send(&mut socket, f.text.clone()).await?;
-                        }
+                        self.send_live(&mut socket, f, &mut sub.rx, &mut seam).await?;
                     }
                     ending.map(|(s, _)| Ending::Done(s))
                 }
@@ -168,10 +176,40 @@ impl Follow {
         }
     }
 
-    /// Whether a live frame is one this session follows: of its attempt (if it keeps to one) and
-    /// after its cursor.
-    fn wants(&self, f: &crate::transcripts::Frame) -> bool {
-        self.attempt.is_none_or(|a| a == f.attempt) && (f.attempt, f.seq) > self.after
+    /// Whether a live frame is one this session follows: of its attempt (if it keeps to one),
+    /// after its cursor, and not sent by the replay.
+    fn wants(&self, f: &Frame, seam: &mut Seam) -> bool {
+        self.attempt.is_none_or(|a| a == f.attempt)
+            && (f.attempt, f.seq) > self.after
+            && seam.is_new(f)
+    }
+
+    /// Writes `first` and whatever else is queued already (up to `SEND_BATCH`), then flushes once.
+    async fn send_live(
+        &self,
+        socket: &mut WebSocket,
+        first: Arc<Frame>,
+        rx: &mut mpsc::Receiver<Arc<Frame>>,
+        seam: &mut Seam,
+    ) -> anyhow::Result<()> {
+        let write = async {
+            let mut next = Some(first);
+            let mut n = 0;
+            while let Some(f) = next.take() {
+                if self.wants(&f, seam) {
+                    socket.feed(Message::Text(f.text.clone())).await?;
+                    n += 1;
+                }
+                if n < SEND_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            socket.flush().await
+        };
+        tokio::time::timeout(SEND_TIMEOUT, write)
+            .await
+            .map_err(|_| anyhow::anyhow!("send timed out"))??;
+        Ok(())
     }
 
     /// Sends the stored transcript after the cursor; false when the socket is too slow.
@@ -210,6 +248,29 @@ impl Follow {
         let mut conn = state.pool.acquire().await?;
         let fence = db::transcripts::fence(&mut conn, self.ws, self.task).await?;
         Ok(fence.map(|f| f.status).filter(|s| s.is_terminal()))
+    }
+}
+
+/// Where the replay ends and the live stream begins: the keys the replay sent, and the next
+/// transaction id read after it. A message of a transaction at or past `xact` started after the
+/// replay's reads, so it cannot have been replayed; frames come in transaction order, so once one
+/// such frame arrives no frame can repeat the replay, and the keys are let go.
+#[derive(Default)]
+struct Seam {
+    replayed: HashSet<(i32, i64)>,
+    xact: u64,
+}
+
+impl Seam {
+    fn is_new(&mut self, f: &Frame) -> bool {
+        if self.replayed.is_empty() {
+            return true;
+        }
+        if f.xact >= self.xact {
+            self.replayed = HashSet::new();
+            return true;
+        }
+        !self.replayed.contains(&(f.attempt, f.seq))
     }
 }
 
