@@ -216,6 +216,11 @@ impl Server {
         })
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Graceful shutdown (SIGTERM: in-flight requests finish, heartbeats are flushed).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {

@@ -100,7 +100,7 @@ impl Conn {
     }
 
     /// POSTs a JSON body; any status but 2xx is an error carrying the answer.
-    pub async fn post(&mut self, path: &'static str, body: String) -> anyhow::Result<bytes::Bytes> {
+    pub async fn post(&mut self, path: &str, body: String) -> anyhow::Result<bytes::Bytes> {
         use http::header;
         use http_body_util::BodyExt;
         self.sender.ready().await?;

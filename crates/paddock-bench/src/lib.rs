@@ -7,6 +7,10 @@
 //!   baseline: the same claim/start/complete SQL with the same concurrency.
 //! * `heartbeat` — R runtimes heartbeating over HTTP as fast as the load allows; baseline: one
 //!   `UPDATE runtimes SET last_seen_at` per heartbeat.
+//! * `transcript` — A attempts posting batches of transcript messages while W sockets watch;
+//!   baseline: the same rows inserted with one `INSERT … SELECT FROM unnest` per batch.
+//! * `daemon` — an idle `paddock daemon` with one runtime per provider: its CPU and memory beside
+//!   the budget it is held to.
 //! * `sweep` — one sweeper tick (`paddock sweep`) and server start-up, with and without H rows of
 //!   task history.
 //!
@@ -14,6 +18,7 @@
 //! (also on error or Ctrl-C); Redis keys go under a prefix of their own and expire by their TTL.
 
 mod baseline;
+mod daemon;
 mod drain;
 mod harness;
 mod heartbeat;
@@ -21,6 +26,7 @@ mod http;
 mod stats;
 mod sweep;
 mod sweep_seed;
+mod transcript;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -58,6 +64,10 @@ enum Scenario {
     Heartbeat(heartbeat::HeartbeatArgs),
     /// Sweeper tick and start-up time with and without a large task history.
     Sweep(sweep::SweepArgs),
+    /// CPU and memory of an idle `paddock daemon` with one runtime per provider.
+    Daemon(daemon::DaemonArgs),
+    /// Transcript messages/s posted by running attempts, and their latency to live WebSocket watchers.
+    Transcript(transcript::TranscriptArgs),
 }
 
 /// Runs one scenario and prints its summary (and, with `--json`, its JSON line).
@@ -90,6 +100,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Drain(a) => drain::run(&services, &db, a).await,
             Scenario::Heartbeat(a) => heartbeat::run(&services, &db, a).await,
             Scenario::Sweep(a) => sweep::run(&services, &db, a).await,
+            Scenario::Transcript(a) => transcript::run(&services, &db, a).await,
+            Scenario::Daemon(a) => daemon::run(&services, &db, a).await,
         }
     };
     let result = tokio::select! {
