@@ -24,7 +24,7 @@ if [ -n "${DATABASE_URL:-}" ]; then
 else
   db_env=(-u DATABASE_URL)
 fi
-env "${db_env[@]}" -u REDIS_URL PADDOCK_DATA_DIR="$data" PADDOCK_ADMIN_TOKEN="$admin" \
+env -u REDIS_URL "${db_env[@]}" PADDOCK_DATA_DIR="$data" PADDOCK_ADMIN_TOKEN="$admin" \
   PADDOCK_LISTEN="127.0.0.1:$port" "${CARGO_TARGET_DIR:-./target}/debug/paddock" serve >"$log" 2>&1 &
 server=$!
 trap 'kill -INT $server 2>/dev/null; wait $server 2>/dev/null || true; rm -rf "$data"' EXIT
