@@ -57,9 +57,12 @@ pub struct NewRuntime<'a> {
     pub max_concurrency: Option<i32>,
 }
 
-pub async fn register(conn: &mut PgConnection, new: &NewRuntime<'_>) -> sqlx::Result<Registered> {
-    sqlx::query_file_as!(
-        Registered,
+/// Creates the runtime unless it exists (then `None`: re-register it).
+pub async fn register(
+    conn: &mut PgConnection,
+    new: &NewRuntime<'_>,
+) -> sqlx::Result<Option<Registered>> {
+    let row = sqlx::query_file!(
         "queries/runtimes/register.sql",
         RuntimeId::new().0,
         new.workspace.0,
@@ -69,7 +72,31 @@ pub async fn register(conn: &mut PgConnection, new: &NewRuntime<'_>) -> sqlx::Re
         new.version,
         new.max_concurrency,
     )
-    .fetch_one(conn)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| Registered {
+        id: r.id,
+        status: r.status,
+        was_status: None,
+    }))
+}
+
+/// Brings an existing runtime online, its row locked first; `None` if it does not exist.
+pub async fn reregister(
+    conn: &mut PgConnection,
+    new: &NewRuntime<'_>,
+) -> sqlx::Result<Option<Registered>> {
+    sqlx::query_file_as!(
+        Registered,
+        "queries/runtimes/reregister.sql",
+        new.workspace.0,
+        new.daemon_id,
+        new.provider,
+        new.name,
+        new.version,
+        new.max_concurrency,
+    )
+    .fetch_optional(conn)
     .await
 }
 

@@ -16,7 +16,16 @@ use crate::state::App;
 /// Registers a runtime; returns it and whether it was created now.
 pub async fn register(app: &App, new: &NewRuntime<'_>) -> Result<(Registered, bool)> {
     let mut tx = app.pool.begin().await?;
-    let reg = db::runtimes::register(&mut tx, new).await?;
+    // Insert, else lock and update; a runtime deleted in between (the offline-runtime sweep) is
+    // inserted again. Each step waits for concurrent registrations, so exactly one caller creates.
+    let reg = loop {
+        if let Some(reg) = db::runtimes::register(&mut tx, new).await? {
+            break reg;
+        }
+        if let Some(reg) = db::runtimes::reregister(&mut tx, new).await? {
+            break reg;
+        }
+    };
     let mut ch = Changes::default();
     let extra = json!({ "daemon_id": new.daemon_id, "provider": new.provider });
     match reg.was_status {
