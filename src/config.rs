@@ -125,6 +125,39 @@ pub struct Settings {
     #[arg(long, env = "PADDOCK_MAX_REQUEST_BODY", default_value = "1MiB", value_parser = byte_size)]
     pub max_request_body: usize,
 
+    /// A connection must send a complete request header within this long of sending its first
+    /// byte (otherwise it is closed).
+    #[arg(long, env = "PADDOCK_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+
+    /// A request body must arrive whole within this long (otherwise 408 `request_timeout`).
+    #[arg(long, env = "PADDOCK_BODY_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub body_read_timeout: Duration,
+
+    /// A kept-alive connection with no request in flight and no traffic for this long is closed.
+    /// Long polls and WebSockets are requests in flight: they keep their own bounds.
+    #[arg(long, env = "PADDOCK_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = duration)]
+    pub keepalive_timeout: Duration,
+
+    /// Most client connections open at once (long polls and WebSockets included); one more is
+    /// answered 503 `unavailable` and closed. Lowered at start to what the open-file limit allows.
+    #[arg(long, env = "PADDOCK_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
+    /// Most WebSockets (event stream and transcripts) one token may hold open on one replica; one
+    /// more is refused with 429 `rate_limited`.
+    #[arg(long, env = "PADDOCK_WS_MAX_PER_TOKEN", default_value_t = 64)]
+    pub ws_max_per_token: usize,
+
+    /// Most WebSockets one workspace may hold open on one replica.
+    #[arg(long, env = "PADDOCK_WS_MAX_PER_WORKSPACE", default_value_t = 1000)]
+    pub ws_max_per_workspace: usize,
+
+    /// Most bytes of frames queued for WebSocket peers that do not read them, over all sockets of
+    /// the replica; a socket whose frame would pass it is closed with 1013 (reconnect and resume).
+    #[arg(long, env = "PADDOCK_WS_SEND_BUDGET", default_value = "256MiB", value_parser = byte_size)]
+    pub ws_send_budget: usize,
+
     /// Most transcript content one attempt may store (bytes of message content); messages past it
     /// are dropped and the attempt is marked truncated.
     #[arg(long, env = "PADDOCK_TRANSCRIPT_MAX_BYTES", default_value = "8MiB", value_parser = byte_size)]
@@ -197,6 +230,21 @@ impl Settings {
         }
         if self.max_request_body < 1024 {
             return Err("max_request_body must be at least 1KiB".into());
+        }
+        for (name, d) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("body_read_timeout", self.body_read_timeout),
+            ("keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if d < Duration::from_millis(10) {
+                return Err(format!("{name} must be at least 10ms"));
+            }
+        }
+        if self.ws_max_per_token < 1 || self.ws_max_per_workspace < 1 {
+            return Err("ws_max_per_token and ws_max_per_workspace must be at least 1".into());
+        }
+        if self.max_connections < 1 {
+            return Err("max_connections must be at least 1".into());
         }
         if self.transcript_max_bytes < 1024 {
             return Err("transcript_max_bytes must be at least 1KiB".into());

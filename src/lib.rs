@@ -74,8 +74,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     if admin_digest.is_none() {
         tracing::warn!("no admin token configured: admin routes refuse every caller");
     }
+    let sockets = Arc::new(http::sockets::Sockets::new(&settings));
     Ok(AppState(Arc::new(App {
         pool,
+        sockets,
         settings,
         admin_digest,
         live,
@@ -161,10 +163,16 @@ pub async fn serve(
 
     let app = router(state.clone());
     tracing::info!(addr = %listener.local_addr()?, "paddock listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .context("server error")?;
+    let limits = http::listen::Limits::from_settings(&state.settings);
+    http::listen::serve(
+        listener,
+        app,
+        limits,
+        shutdown.clone(),
+        http::SHUTDOWN_GRACE,
+    )
+    .await
+    .context("server error")?;
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;

@@ -22,6 +22,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Per-token request limiter (None: no limit).
     pub limiter: Option<governor::DefaultKeyedRateLimiter<uuid::Uuid>>,
+    /// Caps and send budget of the WebSockets.
+    pub sockets: Arc<crate::http::sockets::Sockets>,
 }
 
 impl App {

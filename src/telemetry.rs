@@ -90,7 +90,29 @@ fn describe() {
     describe_gauge!("paddock_websocket_connections", "Open WebSocket sessions");
     describe_counter!(
         "paddock_websocket_dropped_total",
-        "WebSocket sessions closed for being too slow"
+        "WebSocket sessions closed for being too slow (reason: lagged, timeout, budget)"
+    );
+    describe_counter!(
+        "paddock_websocket_refused_total",
+        "WebSocket upgrades refused by the per-token or per-workspace cap"
+    );
+    describe_gauge!(
+        "paddock_websocket_queued_bytes",
+        Unit::Bytes,
+        "Bytes of frames queued for WebSocket peers that have not taken them (the send budget)"
+    );
+    describe_gauge!("paddock_http_connections", "Open client connections");
+    describe_counter!(
+        "paddock_http_connections_refused_total",
+        "Connections answered 503 over max_connections"
+    );
+    describe_counter!(
+        "paddock_http_connections_timed_out_total",
+        "Connections closed by the header read or keep-alive idle timeout (reason)"
+    );
+    describe_counter!(
+        "paddock_http_accept_errors_total",
+        "Failed accepts (out of descriptors or memory)"
     );
 }
 

@@ -26,9 +26,22 @@ pub struct Event {
     /// The writing transaction (log order is `(xact_id, id)`); 0 when not read from the log.
     pub xact_id: u64,
     pub body: paddock_api::Event,
+    /// `body` as a WebSocket text frame, serialised once (on first send) for every socket.
+    pub frame: std::sync::OnceLock<axum::extract::ws::Utf8Bytes>,
 }
 
 impl Event {
+    /// The frame sockets send: `body`'s JSON, shared.
+    pub fn frame(&self) -> axum::extract::ws::Utf8Bytes {
+        self.frame
+            .get_or_init(|| {
+                serde_json::to_string(&self.body)
+                    .expect("an event serialises")
+                    .into()
+            })
+            .clone()
+    }
+
     pub fn id(&self) -> EventId {
         self.body.id
     }
@@ -103,6 +116,7 @@ pub async fn insert(conn: &mut PgConnection, events: Vec<NewEvent>) -> sqlx::Res
                 occurred_at: r.occurred_at,
                 payload: e.payload,
             },
+            frame: Default::default(),
         })
         .collect())
 }
@@ -155,6 +169,7 @@ macro_rules! event_from_row {
                 occurred_at: $r.occurred_at,
                 payload: $r.payload.0,
             },
+            frame: Default::default(),
         }
     };
 }

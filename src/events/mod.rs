@@ -112,21 +112,43 @@ pub fn dispatched(c: &Claimed) -> NewEvent {
     }
 }
 
+/// The largest `progress` a `task.updated` event carries (its JSON text, in bytes). A larger one is
+/// left out (`"progress": null, "progress_omitted": true`): the task has it, and every socket of the
+/// workspace would otherwise be sent it.
+pub const EVENT_PROGRESS_MAX: usize = 16 << 10;
+
 /// `task.updated`: progress, which does not count as a notification.
 pub fn task_progress(t: &Task) -> NewEvent {
+    let progress = t.progress.as_ref().map(raw);
+    let omitted = progress
+        .as_ref()
+        .is_some_and(|p| p.get().len() > EVENT_PROGRESS_MAX);
+    #[derive(Serialize)]
+    struct Fields<'a> {
+        task_id: TaskId,
+        agent_id: AgentId,
+        runtime_id: RuntimeId,
+        attempt: i32,
+        attempt_id: Option<AttemptId>,
+        progress: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        progress_omitted: bool,
+        notify: bool,
+    }
     NewEvent {
         workspace: t.workspace_id,
         kind: EventType::TaskUpdated,
         subject: t.id.0,
-        payload: raw(&json!({
-            "task_id": t.id,
-            "agent_id": t.agent_id,
-            "runtime_id": t.runtime_id,
-            "attempt": t.attempt,
-            "attempt_id": t.attempt_id,
-            "progress": t.progress,
-            "notify": false,
-        })),
+        payload: raw(&Fields {
+            task_id: t.id,
+            agent_id: t.agent_id,
+            runtime_id: t.runtime_id,
+            attempt: t.attempt,
+            attempt_id: t.attempt_id,
+            progress: if omitted { None } else { progress.as_deref() },
+            progress_omitted: omitted,
+            notify: false,
+        }),
     }
 }
 

@@ -31,6 +31,8 @@ pub enum ApiError {
     Validation(String),
     #[error("request body exceeds the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+    RequestTimeout(std::time::Duration),
     #[error("runtime {0} is offline")]
     RuntimeOffline(String),
     #[error("attempt {0} is no longer the current attempt of this task")]
@@ -43,6 +45,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("too many requests for this token; retry in {}s", retry_after_secs(*.0))]
     RateLimited(std::time::Duration),
+    /// A cap on open WebSockets: 429.
+    #[error("{0}")]
+    TooManySockets(String),
     #[error(transparent)]
     Internal(anyhow::Error),
 }
@@ -57,12 +62,13 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RuntimeOffline(_)
             | Self::AttemptSuperseded(_)
             | Self::InvalidTransition(_)
             | Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::TooManySockets(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -76,12 +82,13 @@ impl ApiError {
             Self::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             Self::BadRequest(_) | Self::Validation(_) => ErrorCode::ValidationFailed,
             Self::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::RequestTimeout(_) => ErrorCode::RequestTimeout,
             Self::RuntimeOffline(_) => ErrorCode::RuntimeOffline,
             Self::AttemptSuperseded(_) => ErrorCode::AttemptSuperseded,
             Self::InvalidTransition(_) => ErrorCode::InvalidTransition,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::Unavailable(_) => ErrorCode::Unavailable,
-            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::RateLimited(_) | Self::TooManySockets(_) => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -95,12 +102,13 @@ impl ApiError {
             Self::BadRequest(_) => "Bad request",
             Self::Validation(_) => "Validation failed",
             Self::PayloadTooLarge(_) => "Payload too large",
+            Self::RequestTimeout(_) => "Request timeout",
             Self::RuntimeOffline(_) => "Runtime offline",
             Self::AttemptSuperseded(_) => "Attempt superseded",
             Self::InvalidTransition(_) => "Invalid transition",
             Self::Conflict(_) => "Conflict",
             Self::Unavailable(_) => "Service unavailable",
-            Self::RateLimited(_) => "Too many requests",
+            Self::RateLimited(_) | Self::TooManySockets(_) => "Too many requests",
             Self::Internal(_) => "Internal server error",
         }
     }

@@ -1,5 +1,6 @@
 //! Extractors whose rejections are `ApiError`s, so every 400/413/422 has the problem+json shape.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
@@ -7,21 +8,61 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::http::error::ApiError;
+use crate::http::exact_numbers;
 use crate::state::AppState;
 
 /// A JSON body. Syntax errors answer 400, wrong types or out-of-range values 422, an oversized body
-/// 413 — all `validation_failed` (or `payload_too_large`), with serde's message as the detail.
+/// 413 — all `validation_failed` (or `payload_too_large`), with serde's message as the detail. A body
+/// that has not arrived whole within `body_read_timeout` answers 408 `request_timeout`; a number that
+/// would not be stored exactly, 422 (`http::exact_numbers`).
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(rej) => Err(json_rejection(rej, state.settings.max_request_body)),
+        if !is_json(req.headers()) {
+            return Err(ApiError::BadRequest(
+                "expected a body with Content-Type: application/json".into(),
+            ));
         }
+        let limit = state.settings.body_read_timeout;
+        let bytes = match tokio::time::timeout(limit, Bytes::from_request(req, state)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(rej)) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::PayloadTooLarge(state.settings.max_request_body));
+            }
+            Ok(Err(rej)) => return Err(ApiError::BadRequest(rej.body_text())),
+            Err(_) => return Err(ApiError::RequestTimeout(limit)),
+        };
+        let v = axum::Json::<T>::from_bytes(&bytes)
+            .map_err(|rej| json_rejection(rej, state.settings.max_request_body))?;
+        if let Some(lit) = exact_numbers::first_inexact(&bytes) {
+            return Err(ApiError::Validation(format!(
+                "the number {lit} cannot be stored exactly (an integer beyond ±2^64 or more \
+                 significant digits than a 64-bit float holds); send it as a string"
+            )));
+        }
+        Ok(Json(v.0))
     }
+}
+
+/// `application/json` or `application/<anything>+json`, as axum's `Json` accepts.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn json_rejection(rej: JsonRejection, limit: usize) -> ApiError {

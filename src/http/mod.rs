@@ -1,9 +1,12 @@
 //! The HTTP surface: routes, middleware, and how errors leave the process.
 
 pub mod error;
+pub mod exact_numbers;
 pub mod extract;
+pub mod listen;
 pub mod openapi;
 pub mod routes;
+pub mod sockets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,11 +91,35 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.settings.max_request_body))
         .route_layer(axum::middleware::from_fn(crate::telemetry::track_http))
+        .layer(axum::middleware::from_fn_with_state(
+            state.settings.max_request_body,
+            refuse_declared_oversize,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state);
     (router, doc)
+}
+
+/// A body whose `Content-Length` already exceeds `max_request_body` is refused before any of it is
+/// read and before the token is checked: reading it would only be waiting for bytes to discard.
+async fn refuse_declared_oversize(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            axum::response::IntoResponse::into_response(ApiError::PayloadTooLarge(limit))
+        }
+        _ => next.run(req).await,
+    }
 }
 
 pub fn router(state: AppState) -> Router {

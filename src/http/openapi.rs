@@ -65,16 +65,19 @@ pub enum Errors {
     /// `runtime_offline`, `attempt_superseded`, `invalid_transition` or `conflict`.
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(Problem),
-    /// The body exceeds the configured limit.
+    /// The body did not arrive whole within `body_read_timeout` (`request_timeout`).
+    #[response(status = 408, content_type = "application/problem+json")]
+    Timeout(Problem),
+    /// The body exceeds the configured limit (also refused from `Content-Length` alone).
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(Problem),
-    /// Wrong types, unknown fields or out-of-range values.
+    /// Wrong types, unknown fields, out-of-range values, or a number that would not be kept exactly.
     #[response(status = 422, content_type = "application/problem+json")]
     Invalid(Problem),
-    /// Over the per-token rate limit; `Retry-After` says when to try again.
+    /// Over the per-token rate limit (`Retry-After` says when to try again), or over a WebSocket cap.
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(Problem),
-    /// The database is unreachable.
+    /// The database is unreachable, or the replica holds `max_connections` connections.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(Problem),
 }

@@ -11,6 +11,7 @@ crate::wire_enum! {
         MethodNotAllowed = "method_not_allowed",
         ValidationFailed = "validation_failed",
         PayloadTooLarge = "payload_too_large",
+        RequestTimeout = "request_timeout",
         RuntimeOffline = "runtime_offline",
         AttemptSuperseded = "attempt_superseded",
         InvalidTransition = "invalid_transition",

@@ -27,11 +27,11 @@ use super::ws::WsMember;
 use crate::db;
 use crate::http::error::ApiResult;
 use crate::http::extract::{Path, Query};
+use crate::http::sockets::SendError;
 use crate::ids::{TaskId, WorkspaceId};
 use crate::state::AppState;
 use crate::transcripts::Frame;
 
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLAY_PAGE: i64 = 500;
 /// Most frames written to the socket before one flush.
 const SEND_BATCH: usize = 256;
@@ -59,6 +59,7 @@ pub async fn transcript_ws(
 ) -> ApiResult<Response> {
     let after = start_of(q.attempt, q.after_seq, q.cursor.as_deref())?;
     check_task(&state, ws, id).await?;
+    let slot = state.sockets.open(ws, token)?;
     let follow = Follow {
         ws,
         task: id,
@@ -67,6 +68,7 @@ pub async fn transcript_ws(
         after,
     };
     Ok(upgrade.on_upgrade(move |socket| async move {
+        let _slot = slot;
         metrics::gauge!("paddock_websocket_connections").increment(1.0);
         if let Err(e) = follow.run(&state, socket).await {
             tracing::debug!(error = %e, "transcript session ended");
@@ -98,8 +100,8 @@ impl Follow {
         let mut events = state.hub.subscribe();
         let mut revoked = state.hub.revoked.subscribe();
         let mut seam = Seam::default();
-        if !self.replay(state, &mut socket, &mut seam.replayed).await? {
-            return close(socket, close_code::AGAIN, "too slow").await;
+        if let Err(why) = self.replay(state, &mut socket, &mut seam.replayed).await? {
+            return close(socket, close_code::AGAIN, why).await;
         }
         seam.xact = {
             let mut conn = state.pool.acquire().await?;
@@ -125,10 +127,9 @@ impl Follow {
             let outcome = tokio::select! {
                 frame = sub.rx.recv() => match frame {
                     Some(f) => {
-                        if self.send_live(&mut socket, f, &mut sub.rx, &mut seam).await.is_err() {
-                            Some(Ending::Closed(close_code::AGAIN, "too slow"))
-                        } else {
-                            None
+                        match self.send_live(state, &mut socket, f, &mut sub.rx, &mut seam).await {
+                            Err(err) => Some(Ending::Closed(close_code::AGAIN, err.reason())),
+                            Ok(()) => None,
                         }
                     }
                     None => Some(Ending::Closed(close_code::AGAIN, "client too slow; reconnect with ?cursor=<attempt>:<seq>")),
@@ -148,7 +149,7 @@ impl Follow {
                 () = wait_end => {
                     // Frames the feed handed out up to the horizon are queued: send them first.
                     while let Ok(f) = sub.rx.try_recv() {
-                        self.send_live(&mut socket, f, &mut sub.rx, &mut seam).await?;
+                        self.send_live(state, &mut socket, f, &mut sub.rx, &mut seam).await?;
                     }
                     ending.map(|(s, _)| Ending::Done(s))
                 }
@@ -169,7 +170,7 @@ impl Follow {
                 Some(Ending::Closed(code, why)) => return close(socket, code, why).await,
                 Some(Ending::Done(status)) => {
                     let end = serde_json::to_string(&TranscriptFrame::End { status })?;
-                    send(&mut socket, end).await?;
+                    send(state, &mut socket, end).await?;
                     return close(socket, close_code::NORMAL, "task ended").await;
                 }
             }
@@ -187,16 +188,19 @@ impl Follow {
     /// Writes `first` and whatever else is queued already (up to `SEND_BATCH`), then flushes once.
     async fn send_live(
         &self,
+        state: &AppState,
         socket: &mut WebSocket,
         first: Arc<Frame>,
         rx: &mut mpsc::Receiver<Arc<Frame>>,
         seam: &mut Seam,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SendError> {
+        let written = std::sync::atomic::AtomicUsize::new(0);
         let write = async {
             let mut next = Some(first);
             let mut n = 0;
             while let Some(f) = next.take() {
                 if self.wants(&f, seam) {
+                    written.fetch_add(f.text.len(), std::sync::atomic::Ordering::Relaxed);
                     socket.feed(Message::Text(f.text.clone())).await?;
                     n += 1;
                 }
@@ -206,19 +210,19 @@ impl Follow {
             }
             socket.flush().await
         };
-        tokio::time::timeout(SEND_TIMEOUT, write)
+        state
+            .sockets
+            .send(|| written.load(std::sync::atomic::Ordering::Relaxed), write)
             .await
-            .map_err(|_| anyhow::anyhow!("send timed out"))??;
-        Ok(())
     }
 
-    /// Sends the stored transcript after the cursor; false when the socket is too slow.
+    /// Sends the stored transcript after the cursor; `Err(reason)` when the socket is too slow.
     async fn replay(
         &self,
         state: &AppState,
         socket: &mut WebSocket,
         sent: &mut HashSet<(i32, i64)>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Result<(), &'static str>> {
         let mut page = db::transcripts::Page {
             attempt: self.attempt,
             after: self.after,
@@ -234,12 +238,12 @@ impl Follow {
                 page.after = (row.attempt, row.seq);
                 sent.insert(page.after);
                 let text = serde_json::to_string(&TranscriptFrame::Message(row.into()))?;
-                if send(socket, text).await.is_err() {
-                    return Ok(false);
+                if let Err(err) = send(state, socket, text).await {
+                    return Ok(Err(err.reason()));
                 }
             }
             if n < REPLAY_PAGE {
-                return Ok(true);
+                return Ok(Ok(()));
             }
         }
     }
@@ -283,11 +287,17 @@ fn terminal_of(kind: EventType) -> Option<TaskStatus> {
     }
 }
 
-async fn send(socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> anyhow::Result<()> {
-    tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into())))
+async fn send(
+    state: &AppState,
+    socket: &mut WebSocket,
+    text: impl Into<Utf8Bytes>,
+) -> Result<(), SendError> {
+    let text = text.into();
+    let len = text.len();
+    state
+        .sockets
+        .send(|| len, socket.send(Message::Text(text)))
         .await
-        .map_err(|_| anyhow::anyhow!("send timed out"))??;
-    Ok(())
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) -> anyhow::Result<()> {

@@ -4,8 +4,9 @@
 //! `?after=<event id>` the session first replays what it missed from the log, then goes live; it
 //! subscribes before replaying and drops live events at or before the replay's last position, so there
 //! is neither a gap nor a duplicate at the seam. Frames are `{id, type, occurred_at, subject_id,
-//! payload}` in log order. A client that falls more than `SESSION_BACKLOG` events behind (or whose
-//! socket stalls for `SEND_TIMEOUT`) is closed with 1013 and reconnects with `after`.
+//! payload}` in log order, each serialised once for all sockets. A client that falls more than
+//! `SESSION_BACKLOG` events behind (or whose socket stalls for `SEND_TIMEOUT`, or whose queued frame
+//! would pass the send budget: `http::sockets`) is closed with 1013 and reconnects with `after`.
 
 use std::time::Duration;
 
@@ -21,11 +22,11 @@ use crate::db;
 use crate::db::events::{Event, Position};
 use crate::http::error::ApiError;
 use crate::http::extract::Query;
+use crate::http::sockets::SendError;
 use crate::ids::{EventId, WorkspaceId};
 use crate::state::AppState;
 
 const PING_EVERY: Duration = Duration::from_secs(20);
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLAY_PAGE: i64 = 500;
 
 /// A member token from the `Authorization` header or the `token` query parameter.
@@ -55,22 +56,25 @@ pub async fn ws(
     State(state): State<AppState>,
     Query(q): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
-) -> Response {
-    upgrade.on_upgrade(move |socket| async move {
+) -> Result<Response, ApiError> {
+    let slot = state.sockets.open(ws, token)?;
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let _slot = slot;
         metrics::gauge!("paddock_websocket_connections").increment(1.0);
         if let Err(e) = session(&state, ws, token, q.after, socket).await {
             tracing::debug!(error = %e, "websocket session ended");
         }
         metrics::gauge!("paddock_websocket_connections").decrement(1.0);
-    })
+    }))
 }
 
-async fn send_event(socket: &mut WebSocket, e: &Event) -> anyhow::Result<()> {
-    let text = serde_json::to_string(&e.body)?;
-    tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into())))
+async fn send_event(state: &AppState, socket: &mut WebSocket, e: &Event) -> Result<(), SendError> {
+    let text = e.frame();
+    let len = text.len();
+    state
+        .sockets
+        .send(|| len, socket.send(Message::Text(text)))
         .await
-        .map_err(|_| anyhow::anyhow!("send timed out"))??;
-    Ok(())
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
@@ -102,8 +106,8 @@ async fn session(
             let page = db::events::list_after(&mut conn, ws, &pos, REPLAY_PAGE).await?;
             let n = page.len() as i64;
             for e in &page {
-                if send_event(&mut socket, e).await.is_err() {
-                    close(socket, close_code::AGAIN, "too slow").await;
+                if let Err(err) = send_event(state, &mut socket, e).await {
+                    close(socket, close_code::AGAIN, err.reason()).await;
                     return Ok(());
                 }
                 pos = Position {
@@ -127,8 +131,8 @@ async fn session(
                     if e.workspace_id != ws || last.is_some_and(|p| !p.precedes(&e)) {
                         continue;
                     }
-                    if send_event(&mut socket, &e).await.is_err() {
-                        close(socket, close_code::AGAIN, "too slow").await;
+                    if let Err(err) = send_event(state, &mut socket, &e).await {
+                        close(socket, close_code::AGAIN, err.reason()).await;
                         return Ok(());
                     }
                     last = Some(Position { min_id: 0, ..e.position() });

@@ -1,0 +1,172 @@
+//! What WebSockets may hold, across all of a replica's sockets (event stream and transcripts).
+//!
+//! - **Caps**: at most `ws_max_per_token` open sockets per token and `ws_max_per_workspace` per
+//!   workspace; one more is refused with 429 `rate_limited` before the upgrade.
+//! - **Send budget**: a frame the peer does not take at once (its socket is full) stays queued in
+//!   the server, one copy per socket; all such frames together may hold `ws_send_budget` bytes. A
+//!   socket whose frame would exceed it is closed with 1013 (reconnect and resume). A socket that
+//!   takes its frames within `FAST_SEND` never touches the budget, so slow readers cannot get fast
+//!   ones dropped.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::http::error::ApiError;
+use crate::ids::WorkspaceId;
+
+/// How long a send may take before its frame counts against the send budget.
+const FAST_SEND: Duration = Duration::from_millis(50);
+/// A send not done in this long closes the socket (1013).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a frame was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("the send budget is spent")]
+    Budget,
+    #[error("send timed out")]
+    Timeout,
+    #[error(transparent)]
+    Socket(#[from] axum::Error),
+}
+
+impl SendError {
+    /// The close reason the peer is told.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Budget => "server send budget spent; reconnect and resume",
+            _ => "client too slow; reconnect and resume",
+        }
+    }
+}
+
+pub struct Sockets {
+    per_token: Counts<uuid::Uuid>,
+    per_workspace: Counts<WorkspaceId>,
+    max_per_token: usize,
+    max_per_workspace: usize,
+    budget: usize,
+    queued: AtomicUsize,
+}
+
+impl Sockets {
+    pub fn new(s: &Settings) -> Self {
+        Sockets {
+            per_token: Counts::default(),
+            per_workspace: Counts::default(),
+            max_per_token: s.ws_max_per_token,
+            max_per_workspace: s.ws_max_per_workspace,
+            budget: s.ws_send_budget,
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    /// A place for one more socket of this token, or 429.
+    pub fn open(self: &Arc<Self>, ws: WorkspaceId, token: uuid::Uuid) -> Result<Slot, ApiError> {
+        let refused = |what: &str, max: usize| {
+            metrics::counter!("paddock_websocket_refused_total", "reason" => what.to_owned())
+                .increment(1);
+            ApiError::TooManySockets(format!(
+                "at most {max} open WebSockets per {what}; close one first"
+            ))
+        };
+        if !self.per_token.add(token, self.max_per_token) {
+            return Err(refused("token", self.max_per_token));
+        }
+        if !self.per_workspace.add(ws, self.max_per_workspace) {
+            self.per_token.remove(&token);
+            return Err(refused("workspace", self.max_per_workspace));
+        }
+        Ok(Slot {
+            sockets: self.clone(),
+            ws,
+            token,
+        })
+    }
+
+    /// Runs `send` (one frame, or a batch then a flush): at once if the peer takes it within
+    /// `FAST_SEND`; otherwise its `bytes()` are charged to the send budget until it is done (or
+    /// refused with `Budget` when they do not fit), for at most `SEND_TIMEOUT` in all.
+    pub async fn send<F>(&self, bytes: impl Fn() -> usize, send: F) -> Result<(), SendError>
+    where
+        F: Future<Output = Result<(), axum::Error>>,
+    {
+        let mut send = std::pin::pin!(send);
+        if let Ok(r) = tokio::time::timeout(FAST_SEND, send.as_mut()).await {
+            return Ok(r?);
+        }
+        let n = bytes();
+        let fits = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q + n <= self.budget).then_some(q + n)
+            })
+            .is_ok();
+        if !fits {
+            metrics::counter!("paddock_websocket_dropped_total", "reason" => "budget").increment(1);
+            return Err(SendError::Budget);
+        }
+        metrics::gauge!("paddock_websocket_queued_bytes").increment(n as f64);
+        let r = tokio::time::timeout(SEND_TIMEOUT - FAST_SEND, send).await;
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        metrics::gauge!("paddock_websocket_queued_bytes").decrement(n as f64);
+        match r {
+            Ok(r) => Ok(r?),
+            Err(_) => {
+                metrics::counter!("paddock_websocket_dropped_total", "reason" => "timeout")
+                    .increment(1);
+                Err(SendError::Timeout)
+            }
+        }
+    }
+}
+
+/// One open socket's place in the caps; given back on drop.
+pub struct Slot {
+    sockets: Arc<Sockets>,
+    ws: WorkspaceId,
+    token: uuid::Uuid,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.sockets.per_token.remove(&self.token);
+        self.sockets.per_workspace.remove(&self.ws);
+    }
+}
+
+struct Counts<K>(Mutex<HashMap<K, usize>>);
+
+impl<K> Default for Counts<K> {
+    fn default() -> Self {
+        Counts(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Hash + Eq + Copy> Counts<K> {
+    fn add(&self, k: K, max: usize) -> bool {
+        let mut m = self.0.lock().expect("socket counts lock");
+        let n = m.entry(k).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn remove(&self, k: &K) {
+        let mut m = self.0.lock().expect("socket counts lock");
+        if let Entry::Occupied(mut e) = m.entry(*k) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
