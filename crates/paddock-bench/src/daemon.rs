@@ -203,7 +203,7 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// A numeric field of `/proc/<pid>/status` (`VmRSS`, `VmHWM` in kB; `Threads`).
-fn status_kb(pid: u32, key: &str) -> anyhow::Result<u64> {
+pub(crate) fn status_kb(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
     status

@@ -11,6 +11,8 @@
 //!   baseline: the same rows inserted with one `INSERT … SELECT FROM unnest` per batch.
 //! * `daemon` — an idle `paddock daemon` with one runtime per provider: its CPU and memory beside
 //!   the budget it is held to.
+//! * `slow-readers` — W event-stream sockets that never read while R progress reports of S bytes go
+//!   out: the server memory they add and the API's p99 beside the same reports with no socket.
 //! * `sweep` — one sweeper tick (`paddock sweep`) and server start-up, with and without H rows of
 //!   task history.
 //!
@@ -23,6 +25,7 @@ mod drain;
 mod harness;
 mod heartbeat;
 mod http;
+mod slow_readers;
 mod stats;
 mod sweep;
 mod sweep_seed;
@@ -68,6 +71,8 @@ enum Scenario {
     Daemon(daemon::DaemonArgs),
     /// Transcript messages/s posted by running attempts, and their latency to live WebSocket watchers.
     Transcript(transcript::TranscriptArgs),
+    /// Server memory and API latency while WebSocket clients that never read are sent events.
+    SlowReaders(slow_readers::SlowReadersArgs),
 }
 
 /// Runs one scenario and prints its summary (and, with `--json`, its JSON line).
@@ -102,6 +107,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Sweep(a) => sweep::run(&services, &db, a).await,
             Scenario::Transcript(a) => transcript::run(&services, &db, a).await,
             Scenario::Daemon(a) => daemon::run(&services, &db, a).await,
+            Scenario::SlowReaders(a) => slow_readers::run(&services, &db, a).await,
         }
     };
     let result = tokio::select! {
