@@ -30,6 +30,9 @@ fn byte_size(s: &str) -> Result<usize, String> {
         .map_err(|_| format!("`{s}` is not a size such as 1MiB, 512KiB or 65536"))
 }
 
+/// `max_connections` unless set: more than most open-file limits allow, so it usually becomes that.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
+
 /// Settings of the server. `Settings::default()` is what `paddock serve` uses with no flags and no env.
 #[derive(Args, Clone, Debug)]
 pub struct Settings {
@@ -141,7 +144,7 @@ pub struct Settings {
 
     /// Most client connections open at once (long polls and WebSockets included); one more is
     /// answered 503 `unavailable` and closed. Lowered at start to what the open-file limit allows.
-    #[arg(long, env = "PADDOCK_MAX_CONNECTIONS", default_value_t = 50_000)]
+    #[arg(long, env = "PADDOCK_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// Most WebSockets (event stream and transcripts) one token may hold open on one replica; one

@@ -270,14 +270,7 @@ async fn concurrent_registration_over_two_replicas_creates_one_runtime() {
 
     // Offline, then 20 concurrent re-registrations: it comes online once.
     let rt = ids.into_iter().next().unwrap();
-    let r = a
-        .post(
-            "/api/v1/daemon/deregister",
-            &ws.daemon,
-            json!({ "runtime_ids": [rt] }),
-        )
-        .await;
-    assert!(r.status.is_success(), "{:?}", r.body);
+    common::api::deregister(&a, &ws, &rt).await;
     let calls: Vec<_> = (0..20)
         .map(|i| register(if i % 2 == 0 { &a } else { &b }))
         .collect();
@@ -334,6 +327,18 @@ async fn events_are_paginated_by_cursor() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
+/// `POST /tasks` with a body sent as written (not re-serialised by a JSON library).
+async fn post_raw(app: &TestApp, token: &str, raw: String) -> reqwest::Response {
+    app.http
+        .post(format!("{}/api/v1/tasks", app.base))
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(raw)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn numbers_are_kept_exactly_or_refused() {
     let app = TestApp::spawn().await;
@@ -342,15 +347,7 @@ async fn numbers_are_kept_exactly_or_refused() {
     let agent = app.agent(&ws, &rt, 1).await;
     let before = app.count("tasks").await;
     let raw = format!(r#"{{"agent_id": "{agent}", "payload": {{"n": 12345678901234567890123}}}}"#);
-    let r = app
-        .http
-        .post(format!("{}/api/v1/tasks", app.base))
-        .bearer_auth(&ws.member)
-        .header("content-type", "application/json")
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
+    let r = post_raw(&app, &ws.member, raw).await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "validation_failed");
@@ -366,15 +363,7 @@ async fn numbers_are_kept_exactly_or_refused() {
     let raw = format!(
         r#"{{"agent_id": "{agent}", "payload": {{"u": 18446744073709551615, "i": -9223372036854775808, "f": 0.30000000000000004}}}}"#
     );
-    let r = app
-        .http
-        .post(format!("{}/api/v1/tasks", app.base))
-        .bearer_auth(&ws.member)
-        .header("content-type", "application/json")
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
+    let r = post_raw(&app, &ws.member, raw).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let id = r.json::<Value>().await.unwrap()["id"]
         .as_str()

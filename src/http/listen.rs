@@ -61,12 +61,21 @@ impl Limits {
                 let spare = nofile.saturating_sub(256).max(16);
                 let allowed = usize::try_from(spare).unwrap_or(usize::MAX);
                 if allowed < max_connections {
-                    tracing::warn!(
-                        max_connections,
-                        open_file_limit = nofile,
-                        "max_connections lowered to what the open-file limit allows \
-                         (raise `ulimit -n` to hold more)"
-                    );
+                    // A setting someone chose is worth a warning; the default, a note.
+                    if max_connections == crate::config::DEFAULT_MAX_CONNECTIONS {
+                        tracing::info!(
+                            max_connections = allowed,
+                            open_file_limit = nofile,
+                            "max_connections set to what the open-file limit allows"
+                        );
+                    } else {
+                        tracing::warn!(
+                            max_connections,
+                            open_file_limit = nofile,
+                            "max_connections lowered to what the open-file limit allows \
+                             (raise the hard limit, `ulimit -Hn`, to hold more)"
+                        );
+                    }
                     max_connections = allowed;
                 }
             }

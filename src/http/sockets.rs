@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::ws::WebSocketUpgrade;
+
 use crate::config::Settings;
 use crate::http::error::ApiError;
 use crate::ids::WorkspaceId;
@@ -24,6 +26,17 @@ use crate::ids::WorkspaceId;
 const FAST_SEND: Duration = Duration::from_millis(50);
 /// A send not done in this long closes the socket (1013).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a peer may send: pongs, pings and a close, nothing large.
+const MAX_INBOUND: usize = 64 << 10;
+
+/// The buffers of a server socket: a small read buffer (tungstenite's default is 128 KiB per socket,
+/// allocated up front, for peers that only ever send pongs) and a cap on inbound messages.
+pub fn upgrade(u: WebSocketUpgrade) -> WebSocketUpgrade {
+    u.read_buffer_size(4 << 10)
+        .max_message_size(MAX_INBOUND)
+        .max_frame_size(MAX_INBOUND)
+}
 
 /// Why a frame was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -168,5 +181,75 @@ impl<K: Hash + Eq + Copy> Counts<K> {
                 e.remove();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sockets(budget: usize) -> Arc<Sockets> {
+        Arc::new(Sockets::new(&Settings {
+            ws_send_budget: budget,
+            ws_max_per_token: 2,
+            ws_max_per_workspace: 3,
+            ..Settings::default()
+        }))
+    }
+
+    fn stuck() -> impl Future<Output = Result<(), axum::Error>> {
+        std::future::pending()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stuck_frames_share_the_budget_and_the_one_past_it_is_refused() {
+        let s = sockets(1500);
+        let first = tokio::spawn({
+            let s = s.clone();
+            async move { s.send(|| 1000, stuck()).await }
+        });
+        tokio::time::sleep(FAST_SEND * 2).await;
+        assert_eq!(
+            s.queued.load(Ordering::Acquire),
+            1000,
+            "the stuck frame is charged"
+        );
+        let second = s.send(|| 1000, stuck()).await;
+        assert!(matches!(second, Err(SendError::Budget)), "{second:?}");
+        // A peer that takes its frame at once is never charged, budget full or not.
+        s.send(|| 10_000, async { Ok(()) }).await.unwrap();
+        // The stuck one times out and gives its bytes back.
+        let first = first.await.unwrap();
+        assert!(matches!(first, Err(SendError::Timeout)), "{first:?}");
+        assert_eq!(s.queued.load(Ordering::Acquire), 0);
+        s.send(|| 1000, async {
+            tokio::time::sleep(FAST_SEND * 2).await;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            s.queued.load(Ordering::Acquire),
+            0,
+            "a slow send that ends gives back"
+        );
+    }
+
+    #[test]
+    fn sockets_are_capped_per_token_and_per_workspace() {
+        let s = sockets(1);
+        let (ws, other_ws) = (WorkspaceId::new(), WorkspaceId::new());
+        let (t1, t2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let a = s.open(ws, t1).unwrap();
+        let _b = s.open(ws, t1).unwrap();
+        assert!(s.open(ws, t1).is_err(), "a third socket of the token");
+        let _c = s.open(ws, t2).unwrap();
+        assert!(s.open(ws, t2).is_err(), "a fourth socket of the workspace");
+        assert!(
+            s.open(other_ws, uuid::Uuid::new_v4()).is_ok(),
+            "other workspaces are apart"
+        );
+        drop(a);
+        s.open(ws, t2).expect("a place freed");
     }
 }

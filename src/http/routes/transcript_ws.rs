@@ -67,14 +67,16 @@ pub async fn transcript_ws(
         attempt: q.attempt,
         after,
     };
-    Ok(upgrade.on_upgrade(move |socket| async move {
-        let _slot = slot;
-        metrics::gauge!("paddock_websocket_connections").increment(1.0);
-        if let Err(e) = follow.run(&state, socket).await {
-            tracing::debug!(error = %e, "transcript session ended");
-        }
-        metrics::gauge!("paddock_websocket_connections").decrement(1.0);
-    }))
+    Ok(
+        crate::http::sockets::upgrade(upgrade).on_upgrade(move |socket| async move {
+            let _slot = slot;
+            metrics::gauge!("paddock_websocket_connections").increment(1.0);
+            if let Err(e) = follow.run(&state, socket).await {
+                tracing::debug!(error = %e, "transcript session ended");
+            }
+            metrics::gauge!("paddock_websocket_connections").decrement(1.0);
+        }),
+    )
 }
 
 /// One transcript session.

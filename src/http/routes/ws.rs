@@ -58,14 +58,16 @@ pub async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let slot = state.sockets.open(ws, token)?;
-    Ok(upgrade.on_upgrade(move |socket| async move {
-        let _slot = slot;
-        metrics::gauge!("paddock_websocket_connections").increment(1.0);
-        if let Err(e) = session(&state, ws, token, q.after, socket).await {
-            tracing::debug!(error = %e, "websocket session ended");
-        }
-        metrics::gauge!("paddock_websocket_connections").decrement(1.0);
-    }))
+    Ok(
+        crate::http::sockets::upgrade(upgrade).on_upgrade(move |socket| async move {
+            let _slot = slot;
+            metrics::gauge!("paddock_websocket_connections").increment(1.0);
+            if let Err(e) = session(&state, ws, token, q.after, socket).await {
+                tracing::debug!(error = %e, "websocket session ended");
+            }
+            metrics::gauge!("paddock_websocket_connections").decrement(1.0);
+        }),
+    )
 }
 
 async fn send_event(state: &AppState, socket: &mut WebSocket, e: &Event) -> Result<(), SendError> {
