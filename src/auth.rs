@@ -154,6 +154,9 @@ pub async fn authenticate(
     } else if let Some(cached) = state.hub.tokens.get(&d) {
         cached
     } else {
+        if state.db_health.is_open() {
+            return Err(ApiError::DatabaseUnavailable);
+        }
         let mut conn = state.pool.acquire().await?;
         let found = db::tokens::find_by_digest(&mut conn, &d)
             .await?

@@ -5,6 +5,7 @@
 //! owned by one `TaskTracker`, stops on the shared `CancellationToken`, and is awaited at shutdown.
 
 pub mod auth;
+pub mod breaker;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -76,6 +77,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     }
     let sockets = Arc::new(http::sockets::Sockets::new(&settings));
     Ok(AppState(Arc::new(App {
+        db_health: Arc::new(breaker::Breaker::new("postgres")),
         pool,
         sockets,
         settings,
@@ -128,6 +130,26 @@ pub async fn serve(
     tracker.spawn(live::flusher::run(state.clone(), shutdown.clone()));
     tracker.spawn(state.hub.waker.clone().run_timers(shutdown.clone()));
     tracker.spawn(sweep::run(state.clone(), shutdown.clone()));
+    let pg = state.pool.connect_options();
+    tracker.spawn(breaker::probe(
+        state.db_health.clone(),
+        shutdown.clone(),
+        move || {
+            let pg = pg.clone();
+            async move { breaker::postgres_answers(&pg).await }
+        },
+    ));
+    if state.live.is_redis() {
+        let live = state.live.clone();
+        tracker.spawn(breaker::probe(
+            state.live.breaker.clone(),
+            shutdown.clone(),
+            move || {
+                let live = live.clone();
+                async move { live.ping().await.is_ok() }
+            },
+        ));
+    }
     tracker.spawn(events::feed::notifier(
         state.pool.clone(),
         state.hub.clone(),
@@ -136,6 +158,7 @@ pub async fn serve(
     tracker.spawn(events::feed::listener(
         state.pool.clone(),
         state.hub.clone(),
+        state.db_health.clone(),
         shutdown.clone(),
     ));
     tracker.spawn(events::feed::reader(

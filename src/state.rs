@@ -24,6 +24,8 @@ pub struct App {
     pub limiter: Option<governor::DefaultKeyedRateLimiter<uuid::Uuid>>,
     /// Caps and send budget of the WebSockets.
     pub sockets: Arc<crate::http::sockets::Sockets>,
+    /// Open while PostgreSQL is unreachable: API calls that need it answer 503 at once.
+    pub db_health: Arc<crate::breaker::Breaker>,
 }
 
 impl App {

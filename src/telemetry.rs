@@ -102,6 +102,10 @@ fn describe() {
         "Bytes of frames queued for WebSocket peers that have not taken them (the send budget)"
     );
     describe_gauge!("paddock_http_connections", "Open client connections");
+    describe_gauge!(
+        "paddock_breaker_open",
+        "1 while the store is unreachable and calls to it fail fast"
+    );
     describe_counter!(
         "paddock_http_connections_refused_total",
         "Connections answered 503 over max_connections"

@@ -181,6 +181,17 @@ pub struct Touched {
 }
 
 /// Writes `last_seen_at` and brings offline runtimes online (heartbeat slow path).
+/// The runtimes among `ids` of the workspace that are online.
+pub async fn online_of(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    ids: &[RuntimeId],
+) -> sqlx::Result<Vec<RuntimeId>> {
+    sqlx::query_file_scalar!("queries/runtimes/online_of.sql", ws.0, &uuids(ids))
+        .fetch_all(conn)
+        .await
+}
+
 pub async fn touch_or_revive(
     conn: &mut PgConnection,
     ws: WorkspaceId,

@@ -43,6 +43,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// PostgreSQL is unreachable: 503, and the answer trips (or keeps open) its breaker.
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable,
     #[error("too many requests for this token; retry in {}s", retry_after_secs(*.0))]
     RateLimited(std::time::Duration),
     /// A cap on open WebSockets: 429.
@@ -67,7 +70,7 @@ impl ApiError {
             | Self::AttemptSuperseded(_)
             | Self::InvalidTransition(_)
             | Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) | Self::TooManySockets(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -87,7 +90,7 @@ impl ApiError {
             Self::AttemptSuperseded(_) => ErrorCode::AttemptSuperseded,
             Self::InvalidTransition(_) => ErrorCode::InvalidTransition,
             Self::Conflict(_) => ErrorCode::Conflict,
-            Self::Unavailable(_) => ErrorCode::Unavailable,
+            Self::Unavailable(_) | Self::DatabaseUnavailable => ErrorCode::Unavailable,
             Self::RateLimited(_) | Self::TooManySockets(_) => ErrorCode::RateLimited,
             Self::Internal(_) => ErrorCode::Internal,
         }
@@ -107,7 +110,7 @@ impl ApiError {
             Self::AttemptSuperseded(_) => "Attempt superseded",
             Self::InvalidTransition(_) => "Invalid transition",
             Self::Conflict(_) => "Conflict",
-            Self::Unavailable(_) => "Service unavailable",
+            Self::Unavailable(_) | Self::DatabaseUnavailable => "Service unavailable",
             Self::RateLimited(_) | Self::TooManySockets(_) => "Too many requests",
             Self::Internal(_) => "Internal server error",
         }
@@ -152,9 +155,18 @@ impl IntoResponse for ApiError {
                 HeaderValue::from(retry_after_secs(wait)),
             );
         }
+        if let Self::DatabaseUnavailable = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            res.extensions_mut().insert(DatabaseDown);
+        }
         res
     }
 }
+
+/// Marks a response that found PostgreSQL unreachable (`http::db_gate` trips the breaker on it).
+#[derive(Clone, Copy, Debug)]
+pub struct DatabaseDown;
 
 impl From<service::Error> for ApiError {
     fn from(err: service::Error) -> Self {
@@ -168,8 +180,9 @@ impl From<service::Error> for ApiError {
             E::Invalid(msg) => Self::Validation(msg),
             E::Unavailable(e) => {
                 tracing::warn!(error = %e, "database unavailable");
-                Self::Unavailable("the database is unavailable; retry shortly".into())
+                Self::DatabaseUnavailable
             }
+            E::DatabaseDown => Self::DatabaseUnavailable,
             E::Database(e) => Self::Internal(e.into()),
             E::Internal(e) => Self::Internal(e),
         }

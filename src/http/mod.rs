@@ -92,6 +92,10 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .layer(DefaultBodyLimit::max(state.settings.max_request_body))
         .route_layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(axum::middleware::from_fn_with_state(
+            state.db_health.clone(),
+            db_gate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             state.settings.max_request_body,
             refuse_declared_oversize,
         ))
@@ -120,6 +124,27 @@ async fn refuse_declared_oversize(
         }
         _ => next.run(req).await,
     }
+}
+
+/// While PostgreSQL's breaker is open, API calls answer `503 unavailable` at once instead of
+/// waiting out the pool's acquire timeout. Heartbeats pass (a runtime the liveness store vouches for
+/// needs no database: its own lookups check the breaker); so do the routes outside `/api/`. A
+/// response that found the database unreachable trips the breaker.
+async fn db_gate(
+    axum::extract::State(breaker): axum::extract::State<Arc<crate::breaker::Breaker>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    let gated = path.starts_with("/api/") && path != "/api/v1/daemon/heartbeat";
+    if gated && breaker.is_open() {
+        return axum::response::IntoResponse::into_response(ApiError::DatabaseUnavailable);
+    }
+    let res = next.run(req).await;
+    if res.extensions().get::<error::DatabaseDown>().is_some() {
+        breaker.trip();
+    }
+    res
 }
 
 pub fn router(state: AppState) -> Router {

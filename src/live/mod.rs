@@ -14,11 +14,12 @@ pub mod memory;
 pub mod redis;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::breaker::Breaker;
 use crate::ids::{AttemptId, RuntimeId, WorkspaceId};
 
 /// What a heartbeat learned about one runtime from the store.
@@ -135,6 +136,8 @@ pub struct Liveness {
     ttl: Duration,
     /// Keyed by workspace too: a heartbeat naming another workspace's runtime must not touch it.
     heard: Mutex<HashMap<(WorkspaceId, RuntimeId), DateTime<Utc>>>,
+    /// Fails Redis calls fast while Redis is down (`crate::breaker`).
+    pub breaker: Arc<Breaker>,
 }
 
 impl Liveness {
@@ -143,7 +146,21 @@ impl Liveness {
             backend,
             ttl,
             heard: Mutex::new(HashMap::new()),
+            breaker: Arc::new(Breaker::new("redis")),
         }
+    }
+
+    /// A Redis call through the breaker: refused at once while it is open, its outcome recorded.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        if self.breaker.is_open() {
+            return Err(anyhow::anyhow!("redis circuit open (a recent call failed)"));
+        }
+        let res = call.await;
+        self.breaker.record(&res);
+        res
     }
 
     pub fn is_redis(&self) -> bool {
@@ -167,7 +184,7 @@ impl Liveness {
         }
         match &self.backend {
             Backend::Memory(m) => Ok(m.touch(ws, ids, self.ttl, listing)),
-            Backend::Redis(r) => r.touch(ws, ids, self.ttl, listing).await,
+            Backend::Redis(r) => self.guarded(r.touch(ws, ids, self.ttl, listing)).await,
         }
     }
 
@@ -178,7 +195,7 @@ impl Liveness {
     ) -> anyhow::Result<Vec<Option<Listing>>> {
         match &self.backend {
             Backend::Memory(m) => Ok(m.listings(ids)),
-            Backend::Redis(r) => r.listings(ids).await,
+            Backend::Redis(r) => self.guarded(r.listings(ids)).await,
         }
     }
 
@@ -200,7 +217,7 @@ impl Liveness {
                 m.set_existing(ws, ids, &value);
                 Ok(())
             }
-            Backend::Redis(r) => r.set_existing(ws, ids, &value).await,
+            Backend::Redis(r) => self.guarded(r.set_existing(ws, ids, &value)).await,
         }
     }
 
@@ -208,7 +225,7 @@ impl Liveness {
     pub async fn alive(&self, ids: &[(WorkspaceId, RuntimeId)]) -> anyhow::Result<Vec<bool>> {
         match &self.backend {
             Backend::Memory(m) => Ok(m.alive(ids)),
-            Backend::Redis(r) => r.alive(ids).await,
+            Backend::Redis(r) => self.guarded(r.alive(ids)).await,
         }
     }
 
@@ -225,7 +242,7 @@ impl Liveness {
                 m.forget(ids);
                 Ok(())
             }
-            Backend::Redis(r) => r.forget(ids).await,
+            Backend::Redis(r) => self.guarded(r.forget(ids)).await,
         }
     }
 
@@ -236,7 +253,7 @@ impl Liveness {
                 m.flag_cancel(ws, id);
                 Ok(())
             }
-            Backend::Redis(r) => r.flag_cancel(ws, id).await,
+            Backend::Redis(r) => self.guarded(r.flag_cancel(ws, id)).await,
         }
     }
 
@@ -259,7 +276,11 @@ impl Liveness {
     pub async fn ping(&self) -> anyhow::Result<()> {
         match &self.backend {
             Backend::Memory(_) => Ok(()),
-            Backend::Redis(r) => r.ping().await,
+            Backend::Redis(r) => {
+                let res = r.ping().await;
+                self.breaker.record(&res);
+                res
+            }
         }
     }
 }

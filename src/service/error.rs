@@ -31,6 +31,9 @@ pub enum Error {
     /// The database is unreachable, restarting or out of connections: retrying will do.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The database was found unreachable moments ago (`crate::breaker`): not tried again now.
+    #[error("the database is unavailable")]
+    DatabaseDown,
     /// Anything else from the database.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),

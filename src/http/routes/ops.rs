@@ -21,6 +21,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Re
     let timeout = std::time::Duration::from_secs(1);
     let pg = tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.pool)).await;
     let pg_ok = matches!(pg, Ok(Ok(_)));
+    if pg_ok {
+        state.db_health.reset();
+    } else {
+        state.db_health.trip();
+    }
     let redis = if state.live.is_redis() {
         let r = tokio::time::timeout(timeout, state.live.ping()).await;
         Some(matches!(r, Ok(Ok(()))))
