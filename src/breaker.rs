@@ -3,7 +3,7 @@
 //!
 //! - **PostgreSQL** (`App::db_health`): tripped when a request finds the database unreachable (or
 //!   `/readyz` does). While it is open, API routes that need the database answer `503 unavailable`
-//!   at once (`http::db_gate`), and a prober dials the database every `PROBE_EVERY`; the first
+//!   at once (`http::gate`), and a prober dials the database every `PROBE_EVERY`; the first
 //!   answer closes it.
 //! - **Redis** (`live::Liveness`): tripped by a failed liveness call. While it is open, calls fail at
 //!   once (heartbeats fall back to Postgres, as they do on any liveness error) and a prober pings

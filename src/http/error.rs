@@ -164,7 +164,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Marks a response that found PostgreSQL unreachable (`http::db_gate` trips the breaker on it).
+/// Marks a response that found PostgreSQL unreachable (`http::gate` trips the breaker on it).
 #[derive(Clone, Copy, Debug)]
 pub struct DatabaseDown;
 

@@ -245,72 +245,78 @@ async fn connection(
     metrics::gauge!("paddock_http_connections").decrement(1.0);
 }
 
-/// What the watchdog knows of one connection. Times are milliseconds since `start`.
+/// What the watchdog knows of one connection. The socket only counts its traffic (relaxed atomics,
+/// no clock reads on the I/O path); the watchdog reads the clock once a tick.
 struct Watch {
-    start: Instant,
     in_flight: AtomicUsize,
     upgraded: AtomicBool,
-    /// When the last byte was read or written.
-    last_activity: AtomicU64,
-    /// When the first byte of a request header arrived on an idle connection, plus one (0: none).
-    header_since: AtomicU64,
+    /// Reads and writes so far (and request ends): changes mean the connection is not idle.
+    activity: AtomicU64,
+    /// Bytes arrived while no request was in flight: a request header has begun.
+    header_begun: AtomicBool,
 }
 
 impl Watch {
     fn new() -> Self {
         Watch {
-            start: Instant::now(),
             in_flight: AtomicUsize::new(0),
             upgraded: AtomicBool::new(false),
-            last_activity: AtomicU64::new(0),
-            header_since: AtomicU64::new(0),
+            activity: AtomicU64::new(0),
+            header_begun: AtomicBool::new(false),
         }
     }
 
-    fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
-    }
-
     fn active(&self, read: bool) {
-        let now = self.now();
-        self.last_activity.store(now, Ordering::Relaxed);
+        self.activity.fetch_add(1, Ordering::Relaxed);
         if read
             && self.in_flight.load(Ordering::Relaxed) == 0
-            && self.header_since.load(Ordering::Relaxed) == 0
+            && !self.header_begun.load(Ordering::Relaxed)
         {
-            self.header_since.store(now + 1, Ordering::Relaxed);
+            self.header_begun.store(true, Ordering::Relaxed);
         }
     }
 
     /// A request's header has been read: it is in flight until the guard drops.
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.header_since.store(0, Ordering::Relaxed);
+        self.header_begun.store(false, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
     /// Resolves when the connection has broken a bound: "header" or "idle". Never for a connection
-    /// with a request in flight, nor once it is upgraded.
+    /// with a request in flight, nor once it is upgraded. Its resolution is one tick (a quarter of
+    /// the smaller bound, at most 1 s).
     async fn expired(&self, limits: Limits) -> &'static str {
-        let header = limits.header_read_timeout.as_millis() as u64;
-        let idle = limits.keepalive_timeout.as_millis() as u64;
-        let tick = Duration::from_millis((header.min(idle) / 4).clamp(5, 1000));
+        let (header, idle) = (limits.header_read_timeout, limits.keepalive_timeout);
+        let tick = (header.min(idle) / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let mut seen = self.activity.load(Ordering::Relaxed);
+        let mut changed = Instant::now();
+        let mut header_since: Option<Instant> = None;
         loop {
             tokio::time::sleep(tick).await;
             if self.upgraded.load(Ordering::Relaxed) {
                 return std::future::pending().await;
             }
+            let now = Instant::now();
+            let count = self.activity.load(Ordering::Relaxed);
+            if count != seen || self.in_flight.load(Ordering::Relaxed) > 0 {
+                (seen, changed) = (count, now);
+            }
             if self.in_flight.load(Ordering::Relaxed) > 0 {
+                header_since = None;
                 continue;
             }
-            let now = self.now();
-            match self.header_since.load(Ordering::Relaxed) {
-                0 if now.saturating_sub(self.last_activity.load(Ordering::Relaxed)) >= idle => {
+            if self.header_begun.load(Ordering::Relaxed) {
+                // Counted from the tick that first saw it: up to one tick late, never early.
+                let since = *header_since.get_or_insert(now);
+                if now - since >= header {
+                    return "header";
+                }
+            } else {
+                header_since = None;
+                if now - changed >= idle {
                     return "idle";
                 }
-                0 => {}
-                since if now.saturating_sub(since - 1) >= header => return "header",
-                _ => {}
             }
         }
     }
@@ -321,7 +327,7 @@ struct InFlight(Arc<Watch>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.last_activity.store(self.0.now(), Ordering::Relaxed);
+        self.0.activity.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -92,12 +92,11 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
         .layer(DefaultBodyLimit::max(state.settings.max_request_body))
         .route_layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(axum::middleware::from_fn_with_state(
-            state.db_health.clone(),
-            db_gate,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.settings.max_request_body,
-            refuse_declared_oversize,
+            Gate {
+                max_body: state.settings.max_request_body,
+                db_health: state.db_health.clone(),
+            },
+            gate,
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(trace)
@@ -106,43 +105,44 @@ pub fn router_and_openapi(state: AppState) -> (Router, utoipa::openapi::OpenApi)
     (router, doc)
 }
 
-/// A body whose `Content-Length` already exceeds `max_request_body` is refused before any of it is
-/// read and before the token is checked: reading it would only be waiting for bytes to discard.
-async fn refuse_declared_oversize(
-    axum::extract::State(limit): axum::extract::State<usize>,
+/// What `gate` checks before a request reaches its route.
+#[derive(Clone)]
+struct Gate {
+    max_body: usize,
+    db_health: Arc<crate::breaker::Breaker>,
+}
+
+/// Two refusals before any route runs (one layer, so requests pay one hop for both):
+///
+/// - A body whose `Content-Length` already exceeds `max_request_body` is refused before any of it
+///   is read and before the token is checked: reading it would only be waiting for bytes to
+///   discard.
+/// - While PostgreSQL's breaker is open, API calls answer `503 unavailable` at once instead of
+///   waiting out the pool's acquire timeout. Heartbeats pass (a runtime the liveness store vouches
+///   for needs no database: its own lookups check the breaker); so do the routes outside `/api/`.
+///   A response that found the database unreachable trips the breaker.
+async fn gate(
+    axum::extract::State(g): axum::extract::State<Gate>,
     req: Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let declared = req
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > limit as u64 => {
-            axum::response::IntoResponse::into_response(ApiError::PayloadTooLarge(limit))
-        }
-        _ => next.run(req).await,
+    if declared.is_some_and(|n| n > g.max_body as u64) {
+        return ApiError::PayloadTooLarge(g.max_body).into_response();
     }
-}
-
-/// While PostgreSQL's breaker is open, API calls answer `503 unavailable` at once instead of
-/// waiting out the pool's acquire timeout. Heartbeats pass (a runtime the liveness store vouches for
-/// needs no database: its own lookups check the breaker); so do the routes outside `/api/`. A
-/// response that found the database unreachable trips the breaker.
-async fn db_gate(
-    axum::extract::State(breaker): axum::extract::State<Arc<crate::breaker::Breaker>>,
-    req: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
     let path = req.uri().path();
     let gated = path.starts_with("/api/") && path != "/api/v1/daemon/heartbeat";
-    if gated && breaker.is_open() {
-        return axum::response::IntoResponse::into_response(ApiError::DatabaseUnavailable);
+    if gated && g.db_health.is_open() {
+        return ApiError::DatabaseUnavailable.into_response();
     }
     let res = next.run(req).await;
     if res.extensions().get::<error::DatabaseDown>().is_some() {
-        breaker.trip();
+        g.db_health.trip();
     }
     res
 }
