@@ -30,6 +30,13 @@ async fn read_to_close(tcp: &mut TcpStream, within: Duration) -> (String, bool) 
     }
 }
 
+/// A connection to `app` that has sent `bytes` (as a client writes them, without HTTP library).
+async fn send_raw(app: &TestApp, bytes: &[u8]) -> TcpStream {
+    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    tcp
+}
+
 /// The status code of a raw HTTP/1.1 response.
 fn status_of(raw: &str) -> u16 {
     raw.split(' ')
@@ -46,10 +53,7 @@ fn body_of(raw: &str) -> Value {
 #[tokio::test]
 async fn half_a_header_is_closed_after_the_header_read_timeout() {
     let app = TestApp::spawn_with(|s| s.header_read_timeout = Duration::from_millis(300)).await;
-    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
+    let mut tcp = send_raw(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
     let t = Instant::now();
     let (_, closed) = read_to_close(&mut tcp, Duration::from_secs(10)).await;
     println!("half header closed after {:?}", t.elapsed());
@@ -60,8 +64,7 @@ async fn half_a_header_is_closed_after_the_header_read_timeout() {
     );
 
     // A header sent whole, slowly but within the bound, is served.
-    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let mut tcp = send_raw(&app, b"GET /healthz HTTP/1.1\r\n").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     tcp.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
         .await
@@ -77,10 +80,7 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_long_poll_is_not() {
     let ws = app.workspace().await;
     let rt = app.runtime(&ws, "d1").await;
 
-    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tcp = send_raw(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let t = Instant::now();
     let (raw, closed) = read_to_close(&mut tcp, Duration::from_secs(10)).await;
     println!("idle connection closed after {:?}", t.elapsed());
@@ -95,8 +95,7 @@ async fn an_idle_keep_alive_connection_is_closed_but_a_long_poll_is_not() {
         ws.daemon,
         body.len()
     );
-    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut tcp = send_raw(&app, req.as_bytes()).await;
     let t = Instant::now();
     let (raw, _) = read_to_close(&mut tcp, Duration::from_secs(10)).await;
     assert_eq!(status_of(&raw), 200, "the long poll is answered: {raw}");
@@ -108,13 +107,12 @@ async fn a_body_that_stops_answers_408() {
     let app = TestApp::spawn_with(|s| s.body_read_timeout = Duration::from_millis(300)).await;
     let ws = app.workspace().await;
     let before = app.count("tasks").await;
-    let mut tcp = TcpStream::connect(app.addr).await.unwrap();
     let head = format!(
         "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
         ws.member
     );
-    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut tcp = send_raw(&app, head.as_bytes()).await;
     let (raw, closed) = read_to_close(&mut tcp, Duration::from_secs(10)).await;
     assert!(closed, "the connection is closed after the answer");
     assert_eq!(status_of(&raw), 408, "{raw}");
@@ -130,12 +128,11 @@ async fn a_declared_oversize_body_is_refused_from_the_header() {
         format!("Authorization: Bearer {}\r\n", ws.member),
         String::new(),
     ] {
-        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
         let head = format!(
             "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n\
              Content-Length: 2000000\r\n\r\n"
         );
-        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut tcp = send_raw(&app, head.as_bytes()).await;
         let (raw, _) = read_to_close(&mut tcp, Duration::from_secs(5)).await;
         assert_eq!(status_of(&raw), 413, "{raw}");
         assert_eq!(body_of(&raw)["code"], "payload_too_large");
@@ -174,10 +171,7 @@ async fn connections_past_the_cap_are_refused_with_503() {
     // reached after two or three of ours.
     let mut held = Vec::new();
     let raw = loop {
-        let mut tcp = TcpStream::connect(app.addr).await.unwrap();
-        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        let mut tcp = send_raw(&app, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let mut buf = [0u8; 1024];
         let n = tcp.read(&mut buf).await.unwrap();
         let raw = String::from_utf8_lossy(&buf[..n]).into_owned();

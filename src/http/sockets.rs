@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
 
 use crate::config::Settings;
 use crate::http::error::ApiError;
@@ -30,12 +31,27 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// What a peer may send: pongs, pings and a close, nothing large.
 const MAX_INBOUND: usize = 64 << 10;
 
-/// The buffers of a server socket: a small read buffer (tungstenite's default is 128 KiB per socket,
-/// allocated up front, for peers that only ever send pongs) and a cap on inbound messages.
-pub fn upgrade(u: WebSocketUpgrade) -> WebSocketUpgrade {
-    u.read_buffer_size(4 << 10)
+/// Completes an upgrade whose place in the caps is `slot`: the socket gets a small read buffer
+/// (tungstenite's default is 128 KiB per socket, allocated up front, for peers that only ever send
+/// pongs) and a cap on inbound messages; `session` runs on it, counted in
+/// `paddock_websocket_connections`, and the slot is given back when it ends.
+pub fn accept<F, Fut>(upgrade: WebSocketUpgrade, slot: Slot, session: F) -> Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    upgrade
+        .read_buffer_size(4 << 10)
         .max_message_size(MAX_INBOUND)
         .max_frame_size(MAX_INBOUND)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            metrics::gauge!("paddock_websocket_connections").increment(1.0);
+            if let Err(e) = session(socket).await {
+                tracing::debug!(error = %e, "websocket session ended");
+            }
+            metrics::gauge!("paddock_websocket_connections").decrement(1.0);
+        })
 }
 
 /// Why a frame was not sent.
@@ -137,6 +153,16 @@ impl Sockets {
                 Err(SendError::Timeout)
             }
         }
+    }
+
+    /// Sends one text frame through `send`'s budget.
+    pub async fn send_text(
+        &self,
+        socket: &mut WebSocket,
+        text: Utf8Bytes,
+    ) -> Result<(), SendError> {
+        let len = text.len();
+        self.send(|| len, socket.send(Message::Text(text))).await
     }
 }
 

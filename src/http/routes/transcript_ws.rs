@@ -27,7 +27,7 @@ use super::ws::WsMember;
 use crate::db;
 use crate::http::error::ApiResult;
 use crate::http::extract::{Path, Query};
-use crate::http::sockets::SendError;
+use crate::http::sockets::{self, SendError};
 use crate::ids::{TaskId, WorkspaceId};
 use crate::state::AppState;
 use crate::transcripts::Frame;
@@ -67,16 +67,9 @@ pub async fn transcript_ws(
         attempt: q.attempt,
         after,
     };
-    Ok(
-        crate::http::sockets::upgrade(upgrade).on_upgrade(move |socket| async move {
-            let _slot = slot;
-            metrics::gauge!("paddock_websocket_connections").increment(1.0);
-            if let Err(e) = follow.run(&state, socket).await {
-                tracing::debug!(error = %e, "transcript session ended");
-            }
-            metrics::gauge!("paddock_websocket_connections").decrement(1.0);
-        }),
-    )
+    Ok(sockets::accept(upgrade, slot, move |socket| async move {
+        follow.run(&state, socket).await
+    }))
 }
 
 /// One transcript session.
@@ -294,12 +287,7 @@ async fn send(
     socket: &mut WebSocket,
     text: impl Into<Utf8Bytes>,
 ) -> Result<(), SendError> {
-    let text = text.into();
-    let len = text.len();
-    state
-        .sockets
-        .send(|| len, socket.send(Message::Text(text)))
-        .await
+    state.sockets.send_text(socket, text.into()).await
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) -> anyhow::Result<()> {

@@ -22,7 +22,7 @@ use crate::db;
 use crate::db::events::{Event, Position};
 use crate::http::error::ApiError;
 use crate::http::extract::Query;
-use crate::http::sockets::SendError;
+use crate::http::sockets::{self, SendError};
 use crate::ids::{EventId, WorkspaceId};
 use crate::state::AppState;
 
@@ -58,25 +58,13 @@ pub async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let slot = state.sockets.open(ws, token)?;
-    Ok(
-        crate::http::sockets::upgrade(upgrade).on_upgrade(move |socket| async move {
-            let _slot = slot;
-            metrics::gauge!("paddock_websocket_connections").increment(1.0);
-            if let Err(e) = session(&state, ws, token, q.after, socket).await {
-                tracing::debug!(error = %e, "websocket session ended");
-            }
-            metrics::gauge!("paddock_websocket_connections").decrement(1.0);
-        }),
-    )
+    Ok(sockets::accept(upgrade, slot, move |socket| async move {
+        session(&state, ws, token, q.after, socket).await
+    }))
 }
 
 async fn send_event(state: &AppState, socket: &mut WebSocket, e: &Event) -> Result<(), SendError> {
-    let text = e.frame();
-    let len = text.len();
-    state
-        .sockets
-        .send(|| len, socket.send(Message::Text(text)))
-        .await
+    state.sockets.send_text(socket, e.frame()).await
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &'static str) {
