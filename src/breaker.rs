@@ -1,8 +1,9 @@
 //! Circuit breakers around the two stores, so an outage answers at once instead of after each
 //! call's timeout.
 //!
-//! - **PostgreSQL** (`App::db_health`): tripped when a request finds the database unreachable (or
-//!   `/readyz` does). While it is open, API routes that need the database answer `503 unavailable`
+//! - **PostgreSQL** (`App::db_health`): opened when `/readyz` finds the database unreachable, or
+//!   when a request (or the event listener) loses its connection and a fresh one fails too (one
+//!   terminated backend is not an outage). While it is open, API routes that need the database answer `503 unavailable`
 //!   at once (`http::gate`), and a prober dials the database every `PROBE_EVERY`; the first
 //!   answer closes it.
 //! - **Redis** (`live::Liveness`): tripped by a failed liveness call. While it is open, calls fail at
@@ -26,6 +27,8 @@ pub struct Breaker {
     open: AtomicBool,
     /// Woken when the breaker opens (the prober waits on it).
     opened: tokio::sync::Notify,
+    /// Woken when a caller suspects the store is down: the prober checks at once.
+    suspected: tokio::sync::Notify,
 }
 
 impl Breaker {
@@ -35,6 +38,7 @@ impl Breaker {
             store,
             open: AtomicBool::new(false),
             opened: tokio::sync::Notify::new(),
+            suspected: tokio::sync::Notify::new(),
         }
     }
 
@@ -51,6 +55,14 @@ impl Breaker {
             );
             metrics::gauge!("paddock_breaker_open", "store" => self.store).set(1.0);
             self.opened.notify_waiters();
+        }
+    }
+
+    /// A call failed in a way one connection can (a terminated backend) as well as an outage:
+    /// the prober checks the store at once and opens the breaker only if it does not answer.
+    pub fn suspect(&self) {
+        if !self.is_open() {
+            self.suspected.notify_one();
         }
     }
 
@@ -85,7 +97,8 @@ impl Breaker {
     }
 }
 
-/// Runs `check` every `PROBE_EVERY` while `breaker` is open, and closes it on the first success.
+/// Checks the store with `check` when a caller suspects it is down (opening the breaker if it does
+/// not answer), and every `PROBE_EVERY` while the breaker is open (closing it on the first answer).
 /// Runs until `shutdown`.
 pub async fn probe<F, Fut>(
     breaker: std::sync::Arc<Breaker>,
@@ -95,13 +108,21 @@ pub async fn probe<F, Fut>(
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    let answers =
+        || async { matches!(tokio::time::timeout(PROBE_TIMEOUT, check()).await, Ok(true)) };
     loop {
         tokio::select! {
             () = breaker.until_open() => {}
+            () = breaker.suspected.notified() => {
+                if answers().await {
+                    continue;
+                }
+                breaker.trip();
+            }
             () = shutdown.cancelled() => return,
         }
         while breaker.is_open() {
-            if let Ok(true) = tokio::time::timeout(PROBE_TIMEOUT, check()).await {
+            if answers().await {
                 breaker.reset();
                 break;
             }
@@ -149,6 +170,27 @@ mod tests {
         assert_eq!(probes.load(Ordering::Acquire), 3);
         tokio::time::sleep(PROBE_EVERY * 3).await;
         assert_eq!(probes.load(Ordering::Acquire), 3, "no probe while closed");
+        // A suspicion opens it only if the check fails: the next probe answers, so it stays closed.
+        b.suspect();
+        tokio::time::sleep(PROBE_EVERY).await;
+        assert!(
+            !b.is_open(),
+            "a suspicion the store disproves leaves it closed"
+        );
+        assert_eq!(probes.load(Ordering::Acquire), 4);
+        shutdown.cancel();
+        prober.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_suspicion_the_store_confirms_opens_the_breaker() {
+        let b = std::sync::Arc::new(Breaker::new("test"));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let prober = tokio::spawn(probe(b.clone(), shutdown.clone(), || async { false }));
+        tokio::task::yield_now().await;
+        b.suspect();
+        tokio::time::sleep(PROBE_EVERY / 2).await;
+        assert!(b.is_open(), "the store did not answer the check");
         shutdown.cancel();
         prober.await.unwrap();
     }

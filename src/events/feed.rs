@@ -52,9 +52,9 @@ pub async fn notifier(pool: PgPool, hub: Arc<Hub>, shutdown: CancellationToken) 
 
 /// LISTENs for commit notifications and revocations from every replica.
 ///
-/// A lost connection is the first sign of a PostgreSQL outage on every replica, so it also opens
-/// the database breaker (`crate::breaker`): requests answer 503 at once instead of waiting for the
-/// pool, and the breaker's prober closes it as soon as the database answers again.
+/// A lost connection is the first sign of a PostgreSQL outage on every replica: it asks the
+/// database breaker's prober (`crate::breaker`) to check at once, which opens the breaker if a fresh
+/// connection fails too, so requests answer 503 at once instead of waiting for the pool.
 pub async fn listener(
     pool: PgPool,
     hub: Arc<Hub>,
@@ -101,14 +101,14 @@ pub async fn listener(
                         // Reconnect explicitly, so that "listening" is set again only once LISTEN
                         // has succeeded on the new connection.
                         hub.tokens.set_listening(false);
-                        db_health.trip();
+                        db_health.suspect();
                         tracing::warn!("event listener connection lost; reconnecting and catching up");
                         hub.feed_nudge.notify_one();
                         break;
                     }
                     Err(e) => {
                         hub.tokens.set_listening(false);
-                        db_health.trip();
+                        db_health.suspect();
                         tracing::warn!(error = %e, "event listener failed; reconnecting");
                         hub.feed_nudge.notify_one();
                         break;

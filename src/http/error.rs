@@ -43,7 +43,7 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
-    /// PostgreSQL is unreachable: 503, and the answer trips (or keeps open) its breaker.
+    /// PostgreSQL is unreachable: 503, and the breaker checks the database at once.
     #[error("the database is unavailable; retry shortly")]
     DatabaseUnavailable,
     #[error("too many requests for this token; retry in {}s", retry_after_secs(*.0))]
@@ -164,7 +164,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Marks a response that found PostgreSQL unreachable (`http::gate` trips the breaker on it).
+/// Marks a response that found PostgreSQL unreachable (`http::gate` has the breaker check the database).
 #[derive(Clone, Copy, Debug)]
 pub struct DatabaseDown;
 

@@ -120,7 +120,7 @@ struct Gate {
 /// - While PostgreSQL's breaker is open, API calls answer `503 unavailable` at once instead of
 ///   waiting out the pool's acquire timeout. Heartbeats pass (a runtime the liveness store vouches
 ///   for needs no database: its own lookups check the breaker); so do the routes outside `/api/`.
-///   A response that found the database unreachable trips the breaker.
+///   A response that found the database unreachable has the breaker's prober check it at once.
 async fn gate(
     axum::extract::State(g): axum::extract::State<Gate>,
     req: Request,
@@ -142,7 +142,7 @@ async fn gate(
     }
     let res = next.run(req).await;
     if res.extensions().get::<error::DatabaseDown>().is_some() {
-        g.db_health.trip();
+        g.db_health.suspect();
     }
     res
 }
