@@ -99,6 +99,16 @@ pub struct Settings {
     #[arg(long, env = "PADDOCK_QUEUED_TTL", default_value = "2h", value_parser = duration)]
     pub queued_ttl: Duration,
 
+    /// Longest `dispatch_timeout`, `running_timeout` or `queued_ttl` one task may ask for at enqueue
+    /// (longer answers 422).
+    #[arg(long, env = "PADDOCK_MAX_TASK_TIMEOUT", default_value = "7d", value_parser = duration)]
+    pub max_task_timeout: Duration,
+
+    /// A queued task's effective priority rises by one step per full interval it has waited, so
+    /// low priorities are never starved (0 turns aging off: priority alone, then FIFO).
+    #[arg(long, env = "PADDOCK_PRIORITY_AGING", default_value = "60s", value_parser = duration)]
+    pub priority_aging: Duration,
+
     /// At most this many queued tasks expire per sweep tick.
     #[arg(long, env = "PADDOCK_QUEUED_EXPIRE_BATCH", default_value_t = 500)]
     pub queued_expire_batch: i64,
@@ -110,6 +120,11 @@ pub struct Settings {
     /// Events older than this are deleted.
     #[arg(long, env = "PADDOCK_EVENT_RETENTION", default_value = "24h", value_parser = duration)]
     pub event_retention: Duration,
+
+    /// Terminal tasks (completed, failed, cancelled) finished longer ago than this are deleted with
+    /// their attempts and transcripts (0 keeps them all).
+    #[arg(long, env = "PADDOCK_TASK_RETENTION", default_value = "30d", value_parser = duration)]
+    pub task_retention: Duration,
 
     /// First retry delay; doubles per attempt.
     #[arg(long, env = "PADDOCK_RETRY_BACKOFF_BASE", default_value = "1s", value_parser = duration)]
@@ -223,6 +238,19 @@ impl Settings {
         ] {
             if d.is_zero() {
                 return Err(format!("{name} must be greater than zero"));
+            }
+        }
+        for (name, d) in [
+            ("dispatch_timeout", self.dispatch_timeout),
+            ("running_timeout", self.running_timeout),
+            ("queued_ttl", self.queued_ttl),
+        ] {
+            if d > self.max_task_timeout {
+                return Err(format!(
+                    "{name} ({}) must not exceed max_task_timeout ({})",
+                    humantime::format_duration(d),
+                    humantime::format_duration(self.max_task_timeout)
+                ));
             }
         }
         if self.retry_backoff_max < self.retry_backoff_base {

@@ -86,18 +86,13 @@ async fn claim_order_is_priority_desc_then_fifo() {
     let app = TestApp::spawn().await;
     let ws = app.workspace().await;
     let rt = app.runtime(&ws, "d").await;
-    // Two agents: the order holds across the runtime's agents, not just within one.
-    let agents = [
-        app.agent(&ws, &rt, 100).await,
-        app.agent(&ws, &rt, 100).await,
-    ];
+    // One agent: across agents, equal priorities take turns (tests/scheduling.rs).
+    let agent = app.agent(&ws, &rt, 100).await;
     let priorities = [0, 5, -1, 5, 0, 10, -1, 0, 5];
     let mut enqueued = Vec::new();
-    for (i, p) in priorities.iter().enumerate() {
-        let t = app
-            .enqueue(&ws, &agents[i % 2], json!({ "priority": p }))
-            .await;
-        enqueued.push((*p, s(&t["id"])));
+    for p in priorities {
+        let t = app.enqueue(&ws, &agent, json!({ "priority": p })).await;
+        enqueued.push((p, s(&t["id"])));
     }
     // Expected: stable sort by priority desc keeps FIFO within a priority.
     let mut expected = enqueued.clone();

@@ -832,6 +832,21 @@ async fn sweep_queries_use_active_row_indexes() {
     ] {
         sqlx::query(sql).execute(&app.pool).await.unwrap();
     }
+    // A queued backlog of 20k tasks on another runtime's agent, with concurrency keys: the claim
+    // of `rt` must not read it.
+    let other_rt = app.runtime(&ws, "other").await;
+    let other_agent = app.agent(&ws, &other_rt, 1).await;
+    sqlx::query(
+        "INSERT INTO tasks (id, workspace_id, agent_id, runtime_id, payload, concurrency_key, claim_key)
+         SELECT gen_random_uuid(), $1, $2, $3, '{}'::jsonb, 'repo-' || (g % 100), g
+         FROM generate_series(1, 20000) g",
+    )
+    .bind(ws_id)
+    .bind(other_agent.parse::<Uuid>().unwrap())
+    .bind(other_rt.parse::<Uuid>().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
     sqlx::query(
         "ANALYZE tasks, runtimes, agents, events, task_transcripts, task_messages, revoked_attempts",
     )
@@ -846,26 +861,28 @@ async fn sweep_queries_use_active_row_indexes() {
     let cases: Vec<(&str, String, &[&str], &str)> = vec![
         (
             "stale_dispatched",
-            include_str!("../queries/sweeps/stale_dispatched.sql")
-                .replace("$1", &secs(300))
-                .replace("$2", "500"),
-            &["tasks_dispatched_at"],
+            include_str!("../queries/sweeps/stale_dispatched.sql").replace("$1", "500"),
+            &[
+                "tasks_dispatched_deadline",
+                "tasks_active_agent",
+                "tasks_active_runtime",
+            ],
             "tasks",
         ),
         (
             "stale_running",
-            include_str!("../queries/sweeps/stale_running.sql")
-                .replace("$1", &secs(9000))
-                .replace("$2", "500"),
-            &["tasks_started_at"],
+            include_str!("../queries/sweeps/stale_running.sql").replace("$1", "500"),
+            &[
+                "tasks_running_deadline",
+                "tasks_active_agent",
+                "tasks_active_runtime",
+            ],
             "tasks",
         ),
         (
             "expire_queued",
-            include_str!("../queries/sweeps/expire_queued.sql")
-                .replace("$1", &secs(7200))
-                .replace("$2", "500"),
-            &["tasks_queued_enqueued"],
+            include_str!("../queries/sweeps/expire_queued.sql").replace("$1", "500"),
+            &["tasks_queued_deadline"],
             "tasks",
         ),
         (
@@ -921,7 +938,11 @@ async fn sweep_queries_use_active_row_indexes() {
                 .replace("$1", &secs(60))
                 .replace("$2", "500"),
             // Either side of the join is an active-row index: offline runtimes, or active tasks.
-            &["runtimes_offline_since", "tasks_active_runtime"],
+            &[
+                "runtimes_offline_since",
+                "tasks_active_runtime",
+                "tasks_active_agent",
+            ],
             "tasks",
         ),
         (
@@ -931,6 +952,45 @@ async fn sweep_queries_use_active_row_indexes() {
                 .replace("$2", "5000"),
             &["revoked_attempts_at"],
             "revoked_attempts",
+        ),
+        (
+            "claim",
+            include_str!("../queries/tasks/claim.sql")
+                .replace("$1", &format!("'{rt}'::uuid"))
+                .replace("$2", &format!("'{ws_id}'::uuid"))
+                .replace("$3", "10")
+                .replace("$4", "60000"),
+            &["tasks_claim"],
+            "tasks",
+        ),
+        (
+            "blocked (why a queued task waits)",
+            include_str!("../queries/tasks/blocked.sql")
+                .replace("$1", &format!("ARRAY['{}']::uuid[]", ids[2]))
+                .replace("$2", &format!("'{ws_id}'::uuid")),
+            &["tasks_pkey"],
+            "runtimes",
+        ),
+        (
+            "task retention",
+            include_str!("../queries/sweeps/delete_old_tasks.sql")
+                .replace("$1", &secs(30 * 86400))
+                .replace("$2", "500"),
+            &["tasks_finished_at"],
+            "tasks",
+        ),
+        (
+            "bulk cancel by key",
+            include_str!("../queries/tasks/to_cancel.sql")
+                .replace("$1", &format!("'{ws_id}'::uuid"))
+                .replace("$2", "ARRAY['queued', 'dispatched', 'running']")
+                .replace("$3", "NULL")
+                .replace("$4", "NULL")
+                .replace("$5", "'repo-7'")
+                .replace("$6", "9223372036854775807")
+                .replace("$7", "200"),
+            &["tasks_claim", "tasks_active_agent"],
+            "tasks",
         ),
         (
             "active_of_runtimes (failing an offline runtime's tasks)",

@@ -11,4 +11,4 @@ FROM locked
 WHERE a.id = locked.id
 RETURNING a.id AS "id: AgentId", a.workspace_id AS "workspace_id: WorkspaceId",
           a.runtime_id AS "runtime_id: RuntimeId", a.name, a.max_concurrent_tasks, a.definition,
-          a.definition_version, a.status AS "status: AgentStatus", a.archived_at, a.created_at, a.updated_at
+          a.definition_version, a.status AS "status: AgentStatus", a.paused, a.archived_at, a.created_at, a.updated_at

@@ -7,4 +7,4 @@ FROM runtimes r
 WHERE r.id = $3 AND r.workspace_id = $2
 RETURNING id AS "id: AgentId", workspace_id AS "workspace_id: WorkspaceId",
           runtime_id AS "runtime_id: RuntimeId", name, max_concurrent_tasks, definition,
-          definition_version, status AS "status: AgentStatus", archived_at, created_at, updated_at
+          definition_version, status AS "status: AgentStatus", paused, archived_at, created_at, updated_at

@@ -5,7 +5,8 @@ SELECT t.id AS "id: TaskId", t.workspace_id AS "workspace_id: WorkspaceId", t.ag
        t.progress, t.result, t.error, t.failure_reason AS "failure_reason: FailureReason", t.attempt,
        t.max_attempts, t.attempt_id AS "attempt_id: AttemptId", t.idempotency_key, t.run_after,
        t.enqueued_at, t.dispatched_at, t.started_at, t.finished_at, t.usage AS "usage: Json<Usage>",
-       t.usage_prior AS "usage_prior: Json<Usage>", t.session AS "session: Json<StoredSession>", t.seq
+       t.usage_prior AS "usage_prior: Json<Usage>", t.session AS "session: Json<StoredSession>", t.seq,
+       t.concurrency_key, t.concurrency_limit, t.dispatch_timeout_ms, t.running_timeout_ms, t.queued_ttl_ms, t.deadline
 FROM runtimes r
 JOIN tasks t ON t.runtime_id = r.id AND t.status IN ('dispatched', 'running')
 WHERE r.status = 'offline' AND r.offline_at < now() - make_interval(secs => $1)

@@ -1,11 +1,13 @@
--- Tasks running longer than running_timeout, oldest first (tasks_started_at: running rows only), locked.
+-- Running tasks past their deadline (started_at + the task's running_timeout), earliest first
+-- (tasks_running_deadline: running rows with a deadline only), locked.
 SELECT id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
        runtime_id AS "runtime_id: RuntimeId", status AS "status: TaskStatus", priority, payload, progress, result, error,
        failure_reason AS "failure_reason: FailureReason", attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
        run_after, enqueued_at, dispatched_at, started_at, finished_at, usage AS "usage: Json<Usage>", usage_prior AS "usage_prior: Json<Usage>",
-       session AS "session: Json<StoredSession>", seq
+       session AS "session: Json<StoredSession>", seq,
+       concurrency_key, concurrency_limit, dispatch_timeout_ms, running_timeout_ms, queued_ttl_ms, deadline
 FROM tasks
-WHERE status = 'running' AND started_at < now() - make_interval(secs => $1)
-ORDER BY started_at
-LIMIT $2
+WHERE status = 'running' AND deadline < now()
+ORDER BY deadline
+LIMIT $1
 FOR UPDATE SKIP LOCKED

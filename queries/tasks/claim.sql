@@ -1,10 +1,22 @@
--- The claim, in one statement: the runtime's free slots (tasks_active_runtime; none unless it is
--- online and in the workspace), then for each live agent of the runtime its queued tasks that may
--- run now (tasks_claim: agent_id, priority DESC, seq WHERE status = 'queued'), at most as many as the
--- agent has free slots (tasks_active_agent), locked with SKIP LOCKED so concurrent claimers never take
--- the same row; the best of those by priority and FIFO, at most $3 and the runtime's free slots. Each
--- picked task opens a new attempt with a fresh fencing token, and the agents that got tasks are set
--- `working`; `agent_was` tells which of them changed, for their agent.status events.
+-- The claim, in one statement (DESIGN §12):
+--
+-- * runtime: its free slots (tasks_active_runtime); none unless it is online, in the workspace and
+--   not draining.
+-- * room: each live, unpaused agent of the runtime with its free slots (tasks_active_agent).
+-- * candidates: per agent, its queued tasks that may run now in claim order (tasks_claim: agent_id,
+--   claim_key, seq WHERE queued; ascending claim_key is descending effective priority under aging),
+--   skipping tasks whose concurrency key is at its limit (tasks_active_key), at most as many as the
+--   agent has free slots, locked with SKIP LOCKED so concurrent claimers never take the same row.
+-- * picked: the best candidates, at most $3 and the runtime's free slots, in this order:
+--   effective priority (priority + one step per full $4 ms waited) first; then the agents in turn
+--   (each agent's first candidate, then each one's second, ...), the agent served least recently
+--   first; then claim order. A key gets at most its free slots among them.
+--
+-- Each picked task opens a new attempt with a fresh fencing token and its dispatch deadline; the
+-- agents that got tasks are set `working` and stamped `last_claimed_at`; `agent_was` tells which of
+-- them changed, for their agent.status events. The concurrency gate (trigger
+-- tasks_concurrency_gate) leaves a row queued if a claim on another runtime took the key's last
+-- slot meanwhile.
 --
 -- The caller holds the runtime's advisory lock, taken by an earlier statement so that this one's
 -- snapshot sees every claim committed before it: the slot counts cannot change under it. The agents
@@ -15,28 +27,51 @@ WITH runtime AS (
              - (SELECT count(*) FROM tasks t
                 WHERE t.runtime_id = r.id AND t.status IN ('dispatched', 'running')) AS free
     FROM runtimes r
-    WHERE r.id = $1 AND r.workspace_id = $2 AND r.status = 'online'
+    WHERE r.id = $1 AND r.workspace_id = $2 AND r.status = 'online' AND NOT r.draining
 ),
 room AS (
-    SELECT a.id AS agent_id,
+    SELECT a.id AS agent_id, a.last_claimed_at,
            a.max_concurrent_tasks - (SELECT count(*) FROM tasks t
                                      WHERE t.agent_id = a.id
                                        AND t.status IN ('dispatched', 'running')) AS free
     FROM agents a
-    WHERE a.runtime_id = $1 AND a.archived_at IS NULL
+    WHERE a.runtime_id = $1 AND a.archived_at IS NULL AND NOT a.paused
+      AND EXISTS (SELECT 1 FROM runtime WHERE free > 0)
 ),
-picked AS (
-    SELECT c.id, c.priority, c.seq
+candidates AS (
+    SELECT room.agent_id, room.last_claimed_at, c.id, c.seq, c.claim_key, c.concurrency_key,
+           c.concurrency_limit, c.key_active,
+           c.priority + floor(extract(epoch FROM now() - c.enqueued_at) * 1000 / $4::bigint)::bigint AS effective
     FROM room
     CROSS JOIN LATERAL (
-        SELECT t.id, t.priority, t.seq
+        SELECT t.id, t.seq, t.claim_key, t.priority, t.enqueued_at, t.concurrency_key, t.concurrency_limit,
+               k.active AS key_active
         FROM tasks t
+        LEFT JOIN LATERAL (
+            SELECT count(*) AS active FROM tasks a
+            WHERE a.workspace_id = t.workspace_id AND a.concurrency_key = t.concurrency_key
+              AND a.status IN ('dispatched', 'running')
+        ) k ON t.concurrency_key IS NOT NULL
         WHERE t.agent_id = room.agent_id AND t.status = 'queued' AND t.run_after <= now()
-        ORDER BY t.priority DESC, t.seq
+          AND (t.concurrency_key IS NULL OR k.active < t.concurrency_limit)
+        ORDER BY t.claim_key, t.seq
         LIMIT greatest(room.free, 0)
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE OF t SKIP LOCKED
     ) c
-    ORDER BY c.priority DESC, c.seq
+),
+ordered AS (
+    SELECT cd.*,
+           row_number() OVER (PARTITION BY cd.agent_id ORDER BY cd.claim_key, cd.seq) AS turn,
+           row_number() OVER (PARTITION BY cd.concurrency_key
+                              ORDER BY cd.effective DESC, cd.claim_key, cd.seq) AS key_turn
+    FROM candidates cd
+),
+picked AS (
+    SELECT o.id, row_number() OVER (ORDER BY o.effective DESC, o.turn, o.last_claimed_at NULLS FIRST,
+                                             o.claim_key, o.seq) AS pick
+    FROM ordered o
+    WHERE o.concurrency_key IS NULL OR o.key_turn <= o.concurrency_limit - o.key_active
+    ORDER BY o.effective DESC, o.turn, o.last_claimed_at NULLS FIRST, o.claim_key, o.seq
     LIMIT least($3, coalesce((SELECT greatest(free, 0) FROM runtime), 0))
 ),
 dispatched AS (
@@ -49,15 +84,18 @@ dispatched AS (
         progress = NULL,
         cancel_pending = false,
         usage = NULL,
-        unlisted_since = NULL
+        unlisted_since = NULL,
+        deadline = CASE WHEN t.dispatch_timeout_ms > 0 THEN now() + t.dispatch_timeout_ms * interval '1 ms' END
     FROM picked
     WHERE t.id = picked.id
     RETURNING t.id, t.workspace_id, t.agent_id, t.runtime_id, t.attempt_id, t.attempt, t.priority,
-              t.payload, t.enqueued_at, t.seq, t.session
+              t.payload, t.enqueued_at, t.seq, t.session, picked.pick
 ),
 working AS (
     UPDATE agents a
-    SET status = 'working', updated_at = CASE WHEN o.was <> 'working' THEN now() ELSE a.updated_at END
+    SET status = 'working',
+        updated_at = CASE WHEN o.was <> 'working' THEN now() ELSE a.updated_at END,
+        last_claimed_at = now()
     FROM (SELECT id, status AS was FROM agents
           WHERE id IN (SELECT agent_id FROM dispatched)
           ORDER BY id
@@ -70,6 +108,6 @@ SELECT d.id AS "id!: TaskId", d.workspace_id AS "workspace_id!: WorkspaceId",
        d.attempt_id AS "attempt_id!: AttemptId", d.attempt AS "attempt!", d.priority AS "priority!",
        d.payload AS "payload!", d.enqueued_at AS "enqueued_at!", d.seq AS "seq!",
        w.definition_version AS "definition_version!", w.was AS "agent_was!: AgentStatus",
-       d.session AS "session: Json<StoredSession>"
+       d.session AS "session: Json<StoredSession>", d.pick AS "pick!"
 FROM dispatched d
 JOIN working w ON w.id = d.agent_id

@@ -3,7 +3,8 @@ SELECT id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id
        runtime_id AS "runtime_id: RuntimeId", status AS "status: TaskStatus", priority, payload, progress, result, error,
        failure_reason AS "failure_reason: FailureReason", attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
        run_after, enqueued_at, dispatched_at, started_at, finished_at, usage AS "usage: Json<Usage>", usage_prior AS "usage_prior: Json<Usage>",
-       session AS "session: Json<StoredSession>", seq
+       session AS "session: Json<StoredSession>", seq,
+       concurrency_key, concurrency_limit, dispatch_timeout_ms, running_timeout_ms, queued_ttl_ms, deadline
 FROM tasks
 WHERE id = $1
 FOR UPDATE

@@ -9,4 +9,5 @@ RETURNING t.id AS "id: TaskId", t.workspace_id AS "workspace_id: WorkspaceId", t
        t.runtime_id AS "runtime_id: RuntimeId", t.status AS "status: TaskStatus", t.priority, t.payload, t.progress, t.result, t.error,
        t.failure_reason AS "failure_reason: FailureReason", t.attempt, t.max_attempts, t.attempt_id AS "attempt_id: AttemptId", t.idempotency_key,
        t.run_after, t.enqueued_at, t.dispatched_at, t.started_at, t.finished_at, t.usage AS "usage: Json<Usage>", t.usage_prior AS "usage_prior: Json<Usage>",
-       t.session AS "session: Json<StoredSession>", t.seq
+       t.session AS "session: Json<StoredSession>", t.seq,
+       t.concurrency_key, t.concurrency_limit, t.dispatch_timeout_ms, t.running_timeout_ms, t.queued_ttl_ms, t.deadline

@@ -20,6 +20,7 @@ pub struct Agent {
     pub definition: serde_json::Value,
     pub definition_version: i32,
     pub status: AgentStatus,
+    pub paused: bool,
     pub archived_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -35,6 +36,7 @@ impl From<Agent> for paddock_api::Agent {
             definition: a.definition,
             definition_version: a.definition_version,
             status: a.status,
+            paused: a.paused,
             archived_at: a.archived_at,
             created_at: a.created_at,
             updated_at: a.updated_at,
@@ -99,6 +101,7 @@ pub struct AgentPatch<'a> {
     pub name: Option<&'a str>,
     pub max_concurrent_tasks: Option<i32>,
     pub definition: Option<&'a JsonObject>,
+    pub paused: Option<bool>,
 }
 
 pub async fn update(
@@ -115,6 +118,7 @@ pub async fn update(
         patch.name,
         patch.max_concurrent_tasks,
         patch.definition.map(Json) as _,
+        patch.paused,
     )
     .fetch_optional(conn)
     .await
@@ -131,19 +135,26 @@ pub async fn archive(
 }
 
 pub struct ForEnqueue {
+    pub id: AgentId,
     pub runtime_id: RuntimeId,
     pub archived_at: Option<DateTime<Utc>>,
     pub runtime_status: RuntimeStatus,
 }
 
+/// The agents tasks are enqueued for (those of the workspace among `ids`), locked against archiving.
 pub async fn for_enqueue(
     conn: &mut PgConnection,
-    id: AgentId,
+    ids: &[AgentId],
     ws: WorkspaceId,
-) -> sqlx::Result<Option<ForEnqueue>> {
-    sqlx::query_file_as!(ForEnqueue, "queries/agents/for_enqueue.sql", id.0, ws.0)
-        .fetch_optional(conn)
-        .await
+) -> sqlx::Result<Vec<ForEnqueue>> {
+    sqlx::query_file_as!(
+        ForEnqueue,
+        "queries/agents/for_enqueue.sql",
+        &super::uuids(ids),
+        ws.0
+    )
+    .fetch_all(conn)
+    .await
 }
 
 pub struct Definition {

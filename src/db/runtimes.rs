@@ -18,6 +18,7 @@ pub struct Runtime {
     pub version: Option<String>,
     pub max_concurrency: Option<i32>,
     pub status: RuntimeStatus,
+    pub draining: bool,
     pub last_seen_at: DateTime<Utc>,
     pub offline_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -33,6 +34,7 @@ impl From<Runtime> for paddock_api::Runtime {
             version: r.version,
             max_concurrency: r.max_concurrency,
             status: r.status,
+            draining: r.draining,
             last_seen_at: r.last_seen_at,
             offline_at: r.offline_at,
             created_at: r.created_at,
@@ -205,4 +207,33 @@ pub async fn touch_or_revive(
     )
     .fetch_all(conn)
     .await
+}
+
+/// Drains or undrains a runtime; with whether that changed it. None: no such runtime here.
+pub async fn set_draining(
+    conn: &mut PgConnection,
+    id: RuntimeId,
+    ws: WorkspaceId,
+    draining: bool,
+) -> sqlx::Result<Option<(Runtime, bool)>> {
+    let row = sqlx::query_file!("queries/runtimes/set_draining.sql", id.0, ws.0, draining)
+        .fetch_optional(conn)
+        .await?;
+    Ok(row.map(|r| {
+        let rt = Runtime {
+            id: r.id,
+            workspace_id: r.workspace_id,
+            daemon_id: r.daemon_id,
+            provider: r.provider,
+            name: r.name,
+            version: r.version,
+            max_concurrency: r.max_concurrency,
+            status: r.status,
+            draining: r.draining,
+            last_seen_at: r.last_seen_at,
+            offline_at: r.offline_at,
+            created_at: r.created_at,
+        };
+        (rt, r.changed)
+    }))
 }

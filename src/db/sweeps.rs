@@ -45,42 +45,22 @@ pub async fn mark_stale_offline(
     .await
 }
 
-pub async fn stale_dispatched(
-    conn: &mut PgConnection,
-    timeout: std::time::Duration,
-    limit: i64,
-) -> sqlx::Result<Vec<Task>> {
-    sqlx::query_file_as!(
-        Task,
-        "queries/sweeps/stale_dispatched.sql",
-        secs(timeout),
-        limit
-    )
-    .fetch_all(conn)
-    .await
+/// Tasks past their deadline in this status, earliest first, locked.
+pub async fn stale_dispatched(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Task>> {
+    sqlx::query_file_as!(Task, "queries/sweeps/stale_dispatched.sql", limit)
+        .fetch_all(conn)
+        .await
 }
 
-pub async fn stale_running(
-    conn: &mut PgConnection,
-    timeout: std::time::Duration,
-    limit: i64,
-) -> sqlx::Result<Vec<Task>> {
-    sqlx::query_file_as!(
-        Task,
-        "queries/sweeps/stale_running.sql",
-        secs(timeout),
-        limit
-    )
-    .fetch_all(conn)
-    .await
+/// Tasks past their deadline in this status, earliest first, locked.
+pub async fn stale_running(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Task>> {
+    sqlx::query_file_as!(Task, "queries/sweeps/stale_running.sql", limit)
+        .fetch_all(conn)
+        .await
 }
 
-pub async fn expire_queued(
-    conn: &mut PgConnection,
-    ttl: std::time::Duration,
-    limit: i64,
-) -> sqlx::Result<Vec<Task>> {
-    sqlx::query_file_as!(Task, "queries/sweeps/expire_queued.sql", secs(ttl), limit)
+pub async fn expire_queued(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<Task>> {
+    sqlx::query_file_as!(Task, "queries/sweeps/expire_queued.sql", limit)
         .fetch_all(conn)
         .await
 }
@@ -107,6 +87,21 @@ pub async fn delete_old_events(
 ) -> sqlx::Result<u64> {
     let res = sqlx::query_file!(
         "queries/sweeps/delete_old_events.sql",
+        secs(retention),
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(res.rows_affected())
+}
+
+pub async fn delete_old_tasks(
+    conn: &mut PgConnection,
+    retention: std::time::Duration,
+    limit: i64,
+) -> sqlx::Result<u64> {
+    let res = sqlx::query_file!(
+        "queries/sweeps/delete_old_tasks.sql",
         secs(retention),
         limit
     )

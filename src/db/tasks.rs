@@ -41,6 +41,13 @@ pub struct Task {
     pub session: Option<Json<StoredSession>>,
     /// Insertion order: the FIFO tie-break and the list keyset.
     pub seq: i64,
+    pub concurrency_key: Option<String>,
+    pub concurrency_limit: i32,
+    pub dispatch_timeout_ms: i64,
+    pub running_timeout_ms: i64,
+    pub queued_ttl_ms: i64,
+    /// When the current status times out (the sweeps' index).
+    pub deadline: Option<DateTime<Utc>>,
 }
 
 impl Task {
@@ -95,45 +102,96 @@ impl From<Task> for paddock_api::Task {
             started_at: t.started_at,
             finished_at: t.finished_at,
             usage,
+            concurrency_key: t.concurrency_key,
+            concurrency_limit: t.concurrency_limit,
+            dispatch_timeout_ms: t.dispatch_timeout_ms,
+            running_timeout_ms: t.running_timeout_ms,
+            queued_ttl_ms: t.queued_ttl_ms,
+            deadline: t.deadline,
+            blocked: None,
         }
     }
 }
 
 pub struct NewTask<'a> {
-    pub workspace: WorkspaceId,
+    pub id: TaskId,
     pub agent: AgentId,
     pub runtime: RuntimeId,
     pub priority: i32,
     pub payload: &'a JsonObject,
     pub max_attempts: i32,
     pub idempotency_key: Option<&'a str>,
+    pub concurrency_key: Option<&'a str>,
+    pub concurrency_limit: i32,
+    /// Timeouts in ms, 0: none.
+    pub dispatch_timeout_ms: i64,
+    pub running_timeout_ms: i64,
+    pub queued_ttl_ms: i64,
 }
 
-/// Inserts a task; None when its idempotency key was already used.
-pub async fn insert(conn: &mut PgConnection, new: &NewTask<'_>) -> sqlx::Result<Option<Task>> {
+/// The step of priority aging in ms as the queue's `claim_key` counts it (a task's `claim_key` is
+/// its enqueue time in ms minus `priority` steps): `priority_aging`, or, with aging off (0),
+/// 10^13 ms (317 years), so that priority decides and then enqueue time.
+pub fn aging_step(priority_aging: std::time::Duration) -> i64 {
+    match i64::try_from(priority_aging.as_millis()) {
+        Ok(0) | Err(_) => 10_000_000_000_000,
+        Ok(ms) => ms,
+    }
+}
+
+/// Inserts tasks set-wise, in order. A task whose idempotency key was already used is left out of
+/// the answer.
+pub async fn insert_many(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    new: &[NewTask<'_>],
+    aging_ms: i64,
+) -> sqlx::Result<Vec<Task>> {
+    let ids: Vec<uuid::Uuid> = new.iter().map(|t| t.id.0).collect();
+    let agents: Vec<uuid::Uuid> = new.iter().map(|t| t.agent.0).collect();
+    let runtimes: Vec<uuid::Uuid> = new.iter().map(|t| t.runtime.0).collect();
+    let priorities: Vec<i32> = new.iter().map(|t| t.priority).collect();
+    let payloads: Vec<String> = new
+        .iter()
+        .map(|t| serde_json::to_string(t.payload).expect("a JSON object serialises"))
+        .collect();
+    let max_attempts: Vec<i32> = new.iter().map(|t| t.max_attempts).collect();
+    let keys: Vec<Option<&str>> = new.iter().map(|t| t.idempotency_key).collect();
+    let ckeys: Vec<Option<&str>> = new.iter().map(|t| t.concurrency_key).collect();
+    let climits: Vec<i32> = new.iter().map(|t| t.concurrency_limit).collect();
+    let dispatch: Vec<i64> = new.iter().map(|t| t.dispatch_timeout_ms).collect();
+    let running: Vec<i64> = new.iter().map(|t| t.running_timeout_ms).collect();
+    let ttl: Vec<i64> = new.iter().map(|t| t.queued_ttl_ms).collect();
     sqlx::query_file_as!(
         Task,
-        "queries/tasks/insert.sql",
-        TaskId::new().0,
-        new.workspace.0,
-        new.agent.0,
-        new.runtime.0,
-        new.priority,
-        Json(new.payload) as _,
-        new.max_attempts,
-        new.idempotency_key,
+        "queries/tasks/insert_many.sql",
+        ws.0,
+        &ids,
+        &agents,
+        &runtimes,
+        &priorities,
+        &payloads,
+        &max_attempts,
+        &keys as &[Option<&str>],
+        &ckeys as &[Option<&str>],
+        &climits,
+        &dispatch,
+        &running,
+        &ttl,
+        aging_ms,
     )
-    .fetch_optional(conn)
+    .fetch_all(conn)
     .await
 }
 
-pub async fn get_by_key(
+/// The tasks enqueued earlier with these idempotency keys.
+pub async fn get_by_keys(
     conn: &mut PgConnection,
     ws: WorkspaceId,
-    key: &str,
-) -> sqlx::Result<Option<Task>> {
-    sqlx::query_file_as!(Task, "queries/tasks/get_by_key.sql", ws.0, key)
-        .fetch_optional(conn)
+    keys: &[&str],
+) -> sqlx::Result<Vec<Task>> {
+    sqlx::query_file_as!(Task, "queries/tasks/get_by_keys.sql", ws.0, keys as &[&str])
+        .fetch_all(conn)
         .await
 }
 
@@ -347,6 +405,8 @@ pub struct Claimed {
     pub agent_was: AgentStatus,
     /// The latest session an earlier attempt reported.
     pub session: Option<Json<StoredSession>>,
+    /// Its place in the claim's order (1 first).
+    pub pick: i64,
 }
 
 impl From<Claimed> for paddock_api::ClaimedTask {
@@ -377,11 +437,19 @@ pub async fn claim(
     runtime: RuntimeId,
     ws: WorkspaceId,
     max: i64,
+    aging_step: i64,
 ) -> sqlx::Result<Vec<Claimed>> {
-    let mut rows = sqlx::query_file_as!(Claimed, "queries/tasks/claim.sql", runtime.0, ws.0, max)
-        .fetch_all(conn)
-        .await?;
-    rows.sort_by_key(|c| (std::cmp::Reverse(c.priority), c.seq));
+    let mut rows = sqlx::query_file_as!(
+        Claimed,
+        "queries/tasks/claim.sql",
+        runtime.0,
+        ws.0,
+        max,
+        aging_step
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.sort_by_key(|c| c.pick);
     Ok(rows)
 }
 
@@ -418,4 +486,82 @@ pub async fn lock_by_id(conn: &mut PgConnection, id: TaskId) -> sqlx::Result<Opt
     sqlx::query_file_as!(Task, "queries/tasks/lock_by_id.sql", id.0)
         .fetch_optional(conn)
         .await
+}
+
+/// What a bulk cancel selects (at least one of agent, runtime, key; DESIGN §12).
+pub struct CancelFilter<'a> {
+    pub statuses: &'a [TaskStatus],
+    pub agent: Option<AgentId>,
+    pub runtime: Option<RuntimeId>,
+    pub concurrency_key: Option<&'a str>,
+    /// Only tasks enqueued up to here.
+    pub up_to_seq: i64,
+}
+
+/// The next `limit` tasks a bulk cancel takes, oldest first.
+pub async fn to_cancel(
+    conn: &mut PgConnection,
+    ws: WorkspaceId,
+    f: &CancelFilter<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<TaskId>> {
+    let statuses: Vec<&str> = f.statuses.iter().map(|s| s.as_str()).collect();
+    sqlx::query_file_scalar!(
+        "queries/tasks/to_cancel.sql",
+        ws.0,
+        &statuses as &[&str],
+        f.agent.map(|a| a.0),
+        f.runtime.map(|r| r.0),
+        f.concurrency_key,
+        f.up_to_seq,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}
+
+pub async fn last_seq(conn: &mut PgConnection, ws: WorkspaceId) -> sqlx::Result<i64> {
+    sqlx::query_file_scalar!("queries/tasks/last_seq.sql", ws.0)
+        .fetch_one(conn)
+        .await
+}
+
+/// Why the queued tasks among `ids` wait (the others are left out).
+pub async fn blocked(
+    conn: &mut PgConnection,
+    ids: &[TaskId],
+    ws: WorkspaceId,
+) -> sqlx::Result<Vec<(TaskId, paddock_api::Blocked)>> {
+    use paddock_api::BlockedReason;
+    use paddock_api::BlockedReason as R;
+    let rows = sqlx::query_file!("queries/tasks/blocked.sql", &uuids(ids), ws.0)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let detail = match r.reason {
+                R::AgentAtCapacity => Some(format!(
+                    "{} of the agent's {} slots in use",
+                    r.agent_active, r.agent_max
+                )),
+                R::KeyAtCapacity => r
+                    .key_active
+                    .map(|n| format!("{n} task(s) of its concurrency key dispatched or running")),
+                R::RuntimeAtCapacity => r
+                    .max_concurrency
+                    .map(|max| format!("{} of the runtime's {max} slots in use", r.runtime_active)),
+                _ => None,
+            };
+            let position = (r.reason == R::Behind).then_some(r.position);
+            (
+                r.id,
+                paddock_api::Blocked {
+                    reason: r.reason,
+                    position,
+                    detail,
+                },
+            )
+        })
+        .collect())
 }

@@ -59,9 +59,7 @@ impl Hub {
         let Some(max) = events.iter().map(|e| e.id()).max() else {
             return;
         };
-        for e in &events {
-            self.waker.on_event(e);
-        }
+        self.waker.on_events(&events);
         self.known(max);
         self.committed_id.send_if_modified(|cur| {
             let newer = max > *cur;

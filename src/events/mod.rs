@@ -44,6 +44,9 @@ struct TaskFields<'a> {
     /// The daemon's error, `null` when there is none (failures and requeues only).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<Option<&'a str>>,
+    /// The task's concurrency key, when it has one (its end wakes the workspace's claims).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency_key: Option<&'a str>,
 }
 
 /// `task.*` event carrying the fields a watcher needs without a read-back.
@@ -75,6 +78,7 @@ fn task_event(kind: EventType, t: &Task, ended: Option<(FailureReason, Option<&s
         priority: t.priority,
         reason: ended.map(|(reason, _)| reason),
         error: ended.map(|(_, error)| error),
+        concurrency_key: t.concurrency_key.as_deref(),
     };
     NewEvent {
         workspace: t.workspace_id,

@@ -42,7 +42,9 @@ pub async fn update(
         EventType::AgentUpdated,
         ws,
         id,
-        json!({ "definition_version": agent.definition_version, "name": agent.name }),
+        json!({ "definition_version": agent.definition_version, "name": agent.name,
+                "runtime_id": agent.runtime_id, "paused": agent.paused,
+                "max_concurrent_tasks": agent.max_concurrent_tasks }),
     )];
     commit(app, tx, evs).await?;
     Ok(agent)

@@ -4,7 +4,7 @@ use paddock_api::{EventType, HeartbeatReply, HeartbeatStatus, RuntimeState, Runt
 use serde_json::json;
 use sqlx::PgConnection;
 
-use super::{Changes, Result, commit, tasks::fail_tasks_of_runtimes};
+use super::{Changes, Error, Result, commit, tasks::fail_tasks_of_runtimes};
 use crate::db;
 use crate::db::runtimes::{NewRuntime, Registered};
 use crate::events;
@@ -292,4 +292,34 @@ pub async fn flush_heard(app: &App) -> Result<u64> {
         app.live.restore_heard(batch);
         e.into()
     })
+}
+
+/// Drains (no new claims; running tasks finish) or undrains a runtime: `runtime.draining` /
+/// `runtime.undrained` when that changes it. Undraining wakes its waiting claims.
+pub async fn set_draining(
+    app: &App,
+    ws: WorkspaceId,
+    id: RuntimeId,
+    draining: bool,
+) -> Result<db::runtimes::Runtime> {
+    let mut tx = app.pool.begin().await?;
+    let (rt, changed) = db::runtimes::set_draining(&mut tx, id, ws, draining)
+        .await?
+        .ok_or(Error::NotFound("runtime"))?;
+    let mut evs = Vec::new();
+    if changed {
+        let kind = if draining {
+            EventType::RuntimeDraining
+        } else {
+            EventType::RuntimeUndrained
+        };
+        evs.push(events::runtime(
+            kind,
+            ws,
+            id,
+            json!({ "draining": draining }),
+        ));
+    }
+    commit(app, tx, evs).await?;
+    Ok(rt)
 }

@@ -25,6 +25,8 @@ const EVENT_BATCHES_PER_TICK: usize = 10;
 /// retention sweep (a few such statements per tick).
 const TRANSCRIPTS_BATCH: i64 = 100;
 const TRANSCRIPT_BYTES: i64 = 16 << 20;
+/// Terminal tasks deleted per statement by the task retention sweep.
+const TASKS_BATCH: i64 = 500;
 /// Rows of `sweeper_runs` kept.
 const RUNS_KEPT: i64 = 5000;
 
@@ -71,19 +73,19 @@ pub async fn stale_runtimes(app: &App) -> Result<usize> {
     Ok(changed.len())
 }
 
-/// Sweep 2a: tasks dispatched longer than `dispatch_timeout` fail with `dispatch_timeout`.
+/// Sweep 2a: tasks dispatched longer than their `dispatch_timeout` (the task's own, or the setting
+/// when it was enqueued; its `deadline`) fail with `dispatch_timeout`.
 pub async fn dispatch_timeout(app: &App) -> Result<usize> {
     let mut tx = app.pool.begin().await?;
-    let tasks =
-        db::sweeps::stale_dispatched(&mut tx, app.settings.dispatch_timeout, SWEEP_BATCH).await?;
+    let tasks = db::sweeps::stale_dispatched(&mut tx, SWEEP_BATCH).await?;
     fail_all(app, tx, tasks, FailureReason::DispatchTimeout).await
 }
 
-/// Sweep 2b: tasks running longer than `running_timeout` fail with `running_timeout`.
+/// Sweep 2b: tasks running longer than their `running_timeout` (their `deadline`) fail with
+/// `running_timeout`.
 pub async fn running_timeout(app: &App) -> Result<usize> {
     let mut tx = app.pool.begin().await?;
-    let tasks =
-        db::sweeps::stale_running(&mut tx, app.settings.running_timeout, SWEEP_BATCH).await?;
+    let tasks = db::sweeps::stale_running(&mut tx, SWEEP_BATCH).await?;
     fail_all(app, tx, tasks, FailureReason::RunningTimeout).await
 }
 
@@ -105,16 +107,12 @@ async fn fail_all(
     Ok(tasks.len())
 }
 
-/// Sweep 3: queued backlog older than `queued_ttl` fails with `queued_expired` (never retried), at
-/// most `queued_expire_batch` rows per tick, oldest first, in one short statement.
+/// Sweep 3: queued backlog older than its `queued_ttl` (its `deadline`) fails with `queued_expired`
+/// (never retried), at most `queued_expire_batch` rows per tick, earliest deadline first, in one
+/// short statement.
 pub async fn queued_expiry(app: &App) -> Result<usize> {
     let mut tx = app.pool.begin().await?;
-    let expired = db::sweeps::expire_queued(
-        &mut tx,
-        app.settings.queued_ttl,
-        app.settings.queued_expire_batch,
-    )
-    .await?;
+    let expired = db::sweeps::expire_queued(&mut tx, app.settings.queued_expire_batch).await?;
     if expired.is_empty() {
         return Ok(0);
     }
@@ -153,6 +151,25 @@ pub async fn events_gc(app: &App) -> Result<usize> {
             .await? as usize;
         total += n;
         if n < EVENTS_BATCH as usize {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Sweep 6: terminal tasks finished longer ago than `task_retention` are deleted with their attempts
+/// and transcripts, [`TASKS_BATCH`] per statement and a few statements per tick (0 keeps them all).
+pub async fn tasks_gc(app: &App) -> Result<usize> {
+    let retention = app.settings.task_retention;
+    if retention.is_zero() {
+        return Ok(0);
+    }
+    let mut conn = app.pool.acquire().await?;
+    let mut total = 0;
+    for _ in 0..EVENT_BATCHES_PER_TICK {
+        let n = db::sweeps::delete_old_tasks(&mut conn, retention, TASKS_BATCH).await? as usize;
+        total += n;
+        if n < TASKS_BATCH as usize {
             break;
         }
     }

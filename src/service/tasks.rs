@@ -22,46 +22,172 @@ pub struct Enqueue<'a> {
     pub priority: i32,
     pub max_attempts: i32,
     pub idempotency_key: Option<&'a str>,
+    pub concurrency_key: Option<&'a str>,
+    pub concurrency_limit: i32,
+    /// The task's own timeouts (None: the settings').
+    pub dispatch_timeout: Option<std::time::Duration>,
+    pub running_timeout: Option<std::time::Duration>,
+    pub queued_ttl: Option<std::time::Duration>,
 }
 
 /// Enqueues a task; returns it and whether it was created now (false: idempotency key reused).
 pub async fn enqueue(app: &App, ws: WorkspaceId, req: &Enqueue<'_>) -> Result<(Task, bool)> {
-    let mut tx = db::begin_hot(&app.pool).await?;
-    if let Some(key) = req.idempotency_key
-        && let Some(existing) = db::tasks::get_by_key(&mut tx, ws, key).await?
-    {
-        return Ok((existing, false));
-    }
-    let agent = db::agents::for_enqueue(&mut tx, req.agent, ws)
+    enqueue_many(app, ws, std::slice::from_ref(req))
         .await?
-        .ok_or(Error::NotFound("agent"))?;
-    if agent.archived_at.is_some() {
-        return Err(Error::Conflict("the agent is archived".into()));
+        .pop()
+        .expect("one outcome per item")
+}
+
+/// What became of one item of a batch: the task and whether it was created now, or why not.
+pub type Enqueued = Result<(Task, bool)>;
+
+/// Enqueues tasks in one transaction (DESIGN §13), each under the rules of a single enqueue: an
+/// idempotency key already used, earlier or by an earlier item, answers that task; an unknown or
+/// foreign agent, an archived one or an offline runtime refuses the item alone. The accepted items
+/// are inserted set-wise with their events; the answer is one outcome per item, in order. The
+/// outer error is the transaction's (nothing was written).
+pub async fn enqueue_many(
+    app: &App,
+    ws: WorkspaceId,
+    items: &[Enqueue<'_>],
+) -> Result<Vec<Enqueued>> {
+    use std::collections::{HashMap, HashSet};
+
+    /// Where an item's outcome comes from once the insert has run.
+    enum Slot {
+        Done(Enqueued),
+        /// Inserted now, unless a concurrent enqueue took its key first.
+        New(TaskId),
+        /// An earlier item of this batch carries the same key.
+        SameKey,
     }
-    if agent.runtime_status != RuntimeStatus::Online {
-        return Err(Error::RuntimeOffline(agent.runtime_id));
-    }
-    let new = NewTask {
-        workspace: ws,
-        agent: req.agent,
-        runtime: agent.runtime_id,
-        priority: req.priority,
-        payload: req.payload,
-        max_attempts: req.max_attempts,
-        idempotency_key: req.idempotency_key,
-    };
-    let Some(task) = db::tasks::insert(&mut tx, &new).await? else {
-        // Lost a race on the idempotency key: the other insert has committed.
-        drop(tx);
-        let mut conn = app.pool.acquire().await?;
-        let key = req.idempotency_key.unwrap_or_default();
-        let existing = db::tasks::get_by_key(&mut conn, ws, key)
+
+    let mut tx = db::begin_hot(&app.pool).await?;
+    let mut keys: Vec<&str> = items.iter().filter_map(|i| i.idempotency_key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut by_key: HashMap<String, Task> = if keys.is_empty() {
+        HashMap::new()
+    } else {
+        db::tasks::get_by_keys(&mut tx, ws, &keys)
             .await?
-            .ok_or_else(|| Error::Conflict("idempotency key in use".into()))?;
-        return Ok((existing, false));
+            .into_iter()
+            .filter_map(|t| Some((t.idempotency_key.clone()?, t)))
+            .collect()
     };
-    commit(app, tx, vec![events::task(EventType::TaskQueued, &task)]).await?;
-    Ok((task, true))
+    let mut agent_ids: Vec<AgentId> = items.iter().map(|i| i.agent).collect();
+    agent_ids.sort_unstable();
+    agent_ids.dedup();
+    let agents: HashMap<AgentId, db::agents::ForEnqueue> =
+        db::agents::for_enqueue(&mut tx, &agent_ids, ws)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect();
+
+    let mut slots = Vec::with_capacity(items.len());
+    let mut new = Vec::new();
+    let mut taken: HashSet<&str> = HashSet::new();
+    for item in items {
+        if let Some(key) = item.idempotency_key {
+            if let Some(t) = by_key.get(key) {
+                slots.push(Slot::Done(Ok((t.clone(), false))));
+                continue;
+            }
+            if taken.contains(key) {
+                slots.push(Slot::SameKey);
+                continue;
+            }
+        }
+        let admitted = match agents.get(&item.agent) {
+            None => Err(Error::NotFound("agent")),
+            Some(a) if a.archived_at.is_some() => {
+                Err(Error::Conflict("the agent is archived".into()))
+            }
+            Some(a) if a.runtime_status != RuntimeStatus::Online => {
+                Err(Error::RuntimeOffline(a.runtime_id))
+            }
+            Some(a) => Ok(a.runtime_id),
+        };
+        match admitted {
+            Err(e) => slots.push(Slot::Done(Err(e))),
+            Ok(runtime) => {
+                taken.extend(item.idempotency_key);
+                let id = TaskId::new();
+                let s = &app.settings;
+                new.push(NewTask {
+                    id,
+                    agent: item.agent,
+                    runtime,
+                    priority: item.priority,
+                    payload: item.payload,
+                    max_attempts: item.max_attempts,
+                    idempotency_key: item.idempotency_key,
+                    concurrency_key: item.concurrency_key,
+                    concurrency_limit: item.concurrency_limit,
+                    dispatch_timeout_ms: ms(item.dispatch_timeout.unwrap_or(s.dispatch_timeout)),
+                    running_timeout_ms: ms(item.running_timeout.unwrap_or(s.running_timeout)),
+                    queued_ttl_ms: ms(item.queued_ttl.unwrap_or(s.queued_ttl)),
+                });
+                slots.push(Slot::New(id));
+            }
+        }
+    }
+
+    let inserted = if new.is_empty() {
+        Vec::new()
+    } else {
+        let aging = db::tasks::aging_step(app.settings.priority_aging);
+        db::tasks::insert_many(&mut tx, ws, &new, aging).await?
+    };
+    let events: Vec<_> = inserted
+        .iter()
+        .map(|t| events::task(EventType::TaskQueued, t))
+        .collect();
+    commit(app, tx, events).await?;
+
+    let mut created: HashMap<TaskId, Task> = HashMap::with_capacity(inserted.len());
+    for t in inserted {
+        if let Some(key) = &t.idempotency_key {
+            by_key.insert(key.clone(), t.clone());
+        }
+        created.insert(t.id, t);
+    }
+    // Items that lost a race on their key: the other enqueue has committed; answer its task.
+    let lost: Vec<&str> = new
+        .iter()
+        .filter(|n| !created.contains_key(&n.id))
+        .filter_map(|n| n.idempotency_key)
+        .collect();
+    if !lost.is_empty() {
+        let mut conn = app.pool.acquire().await?;
+        for t in db::tasks::get_by_keys(&mut conn, ws, &lost).await? {
+            if let Some(key) = t.idempotency_key.clone() {
+                by_key.insert(key, t);
+            }
+        }
+    }
+    let existing = |key: Option<&str>| -> Enqueued {
+        key.and_then(|k| by_key.get(k))
+            .map(|t| (t.clone(), false))
+            .ok_or_else(|| Error::Conflict("idempotency key in use".into()))
+    };
+    Ok(slots
+        .into_iter()
+        .zip(items)
+        .map(|(slot, item)| match slot {
+            Slot::Done(outcome) => outcome,
+            Slot::New(id) => match created.remove(&id) {
+                Some(t) => Ok((t, true)),
+                None => existing(item.idempotency_key),
+            },
+            Slot::SameKey => existing(item.idempotency_key),
+        })
+        .collect())
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Cancels a queued, dispatched or running task. Cancelling a cancelled task answers its state.
@@ -80,8 +206,23 @@ pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> Result<Task> {
         )));
     }
     let mut ch = Changes::default();
+    let updated = cancel_locked(&mut tx, &task, &mut ch)
+        .await?
+        .ok_or_else(lost_race)?;
+    commit(app, tx, ch).await?;
+    Ok(updated)
+}
+
+/// Cancels a locked non-terminal task: its event first, and for an active one the agent's status
+/// and the daemon's notice. None if the task had moved on.
+async fn cancel_locked(
+    conn: &mut PgConnection,
+    task: &Task,
+    ch: &mut Changes,
+) -> Result<Option<Task>> {
+    let status = task.status;
     let end = EndAttempt {
-        id,
+        id: task.id,
         attempt_id: task.attempt_id,
         status: TaskStatus::Cancelled,
         failure_reason: Some(FailureReason::Cancelled),
@@ -93,18 +234,55 @@ pub async fn cancel(app: &App, ws: WorkspaceId, id: TaskId) -> Result<Task> {
         session: None,
         usage_prior: task.usage_prior.clone().map(|j| j.0),
     };
-    let updated = db::tasks::end_attempt(&mut tx, &end)
-        .await?
-        .ok_or_else(lost_race)?;
+    let Some(updated) = db::tasks::end_attempt(conn, &end).await? else {
+        return Ok(None);
+    };
     if status.is_active() {
         // The cancelled attempt stays on the task row (ops.attempts).
         ch.agent_changed(task.agent_id);
-        ch.revoked(&task);
+        ch.revoked(task);
     }
-    ch.events
-        .insert(0, events::task(EventType::TaskCancelled, &updated));
-    commit(app, tx, ch).await?;
-    Ok(updated)
+    ch.push(events::task(EventType::TaskCancelled, &updated));
+    Ok(Some(updated))
+}
+
+/// Tasks one bulk-cancel transaction takes.
+pub const CANCEL_BATCH: i64 = 200;
+
+/// Cancels every non-terminal task that matches the filter and was enqueued before the call, in
+/// transactions of at most [`CANCEL_BATCH`] tasks, each cancellation with its event and (for an
+/// active task) its daemon's notice. Returns how many were cancelled.
+pub async fn cancel_many(
+    app: &App,
+    ws: WorkspaceId,
+    filter: &db::tasks::CancelFilter<'_>,
+) -> Result<u64> {
+    let up_to_seq = {
+        let mut conn = app.pool.acquire().await?;
+        db::tasks::last_seq(&mut conn, ws).await?
+    };
+    let filter = db::tasks::CancelFilter {
+        up_to_seq,
+        ..*filter
+    };
+    let mut cancelled = 0;
+    loop {
+        let mut tx = db::begin_hot(&app.pool).await?;
+        let ids = db::tasks::to_cancel(&mut tx, ws, &filter, CANCEL_BATCH).await?;
+        if ids.is_empty() {
+            return Ok(cancelled);
+        }
+        let mut ch = Changes::default();
+        for task in db::tasks::lock_many(&mut tx, &ids, ws).await? {
+            if task.status.is_terminal() || !filter.statuses.contains(&task.status) {
+                continue; // moved on between the pick and the lock
+            }
+            if cancel_locked(&mut tx, &task, &mut ch).await?.is_some() {
+                cancelled += 1;
+            }
+        }
+        commit(app, tx, ch).await?;
+    }
 }
 
 pub struct ClaimResult {
@@ -121,7 +299,8 @@ pub async fn claim(
 ) -> Result<ClaimResult> {
     let mut tx = db::begin_hot(&app.pool).await?;
     db::runtimes::lock_for_claim(&mut tx, runtime).await?;
-    let claimed = db::tasks::claim(&mut tx, runtime, ws, max).await?;
+    let aging = db::tasks::aging_step(app.settings.priority_aging);
+    let claimed = db::tasks::claim(&mut tx, runtime, ws, max, aging).await?;
     if claimed.is_empty() {
         // Nothing dispatched: say why when it is the runtime's fault.
         let rt = db::runtimes::get(&mut tx, runtime, ws)

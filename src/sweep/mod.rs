@@ -16,7 +16,7 @@ use crate::state::{App, AppState};
 type SweepFn = for<'a> fn(&'a App) -> futures::future::BoxFuture<'a, service::Result<usize>>;
 
 /// The sweeps of one tick, in order, by the name `sweeper_runs` records.
-const SWEEPS: [(&str, SweepFn); 8] = [
+const SWEEPS: [(&str, SweepFn); 9] = [
     ("stale_runtimes", |s| Box::pin(sweeps::stale_runtimes(s))),
     ("dispatch_timeout", |s| {
         Box::pin(sweeps::dispatch_timeout(s))
@@ -25,6 +25,7 @@ const SWEEPS: [(&str, SweepFn); 8] = [
     ("queued_expiry", |s| Box::pin(sweeps::queued_expiry(s))),
     ("collector", |s| Box::pin(sweeps::collector(s))),
     ("events_gc", |s| Box::pin(sweeps::events_gc(s))),
+    ("tasks_gc", |s| Box::pin(sweeps::tasks_gc(s))),
     ("transcripts_gc", |s| Box::pin(sweeps::transcripts_gc(s))),
     ("attempt_liveness", |s| {
         Box::pin(service::liveness::attempt_liveness(s))

@@ -17,6 +17,8 @@ pub struct Agent {
     pub definition: serde_json::Value,
     pub definition_version: i32,
     pub status: AgentStatus,
+    /// A paused agent's tasks stay queued and are not claimed.
+    pub paused: bool,
     pub archived_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -45,6 +47,9 @@ pub struct PatchAgent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub definition: Option<JsonObject>,
+    /// Pause (true) or resume (false) claiming the agent's tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 /// `GET /daemon/agents/{id}/definition`.

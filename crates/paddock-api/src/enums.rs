@@ -182,6 +182,28 @@ impl FailureReason {
 }
 
 wire_enum! {
+    /// Why a queued task is not being claimed (DESIGN §12): the first that applies, in this order.
+    BlockedReason {
+        /// Its `run_after` (a retry's backoff) has not come yet.
+        RunAfter = "run_after",
+        /// Its agent is paused.
+        AgentPaused = "agent_paused",
+        /// Its agent's runtime is offline.
+        RuntimeOffline = "runtime_offline",
+        /// Its agent's runtime is draining.
+        RuntimeDraining = "runtime_draining",
+        /// Its agent holds `max_concurrent_tasks` dispatched or running tasks.
+        AgentAtCapacity = "agent_at_capacity",
+        /// Its concurrency key has `concurrency_limit` dispatched or running tasks.
+        KeyAtCapacity = "key_at_capacity",
+        /// Its runtime holds `max_concurrency` dispatched or running tasks.
+        RuntimeAtCapacity = "runtime_at_capacity",
+        /// Claimable now, behind `position - 1` tasks its agent hands out first.
+        Behind = "behind",
+    }
+}
+
+wire_enum! {
     /// How a finished attempt ended.
     AttemptOutcome {
         Completed = "completed",
@@ -215,6 +237,10 @@ wire_enum! {
         RuntimeOnline = "runtime.online",
         RuntimeOffline = "runtime.offline",
         RuntimeDeleted = "runtime.deleted",
+        /// The runtime takes no new claims (`POST /runtimes/{id}/drain`).
+        RuntimeDraining = "runtime.draining",
+        /// The runtime takes claims again (`POST /runtimes/{id}/undrain`).
+        RuntimeUndrained = "runtime.undrained",
         AgentCreated = "agent.created",
         AgentUpdated = "agent.updated",
         AgentArchived = "agent.archived",

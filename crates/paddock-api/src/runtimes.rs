@@ -18,6 +18,8 @@ pub struct Runtime {
     pub version: Option<String>,
     pub max_concurrency: Option<i32>,
     pub status: RuntimeStatus,
+    /// A draining runtime gets no new claims; its running tasks finish (`POST /runtimes/{id}/drain`).
+    pub draining: bool,
     pub last_seen_at: DateTime<Utc>,
     pub offline_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,

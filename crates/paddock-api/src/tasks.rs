@@ -3,10 +3,13 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::enums::{AttemptOutcome, FailureReason, TaskStatus};
+use crate::enums::{AttemptOutcome, BlockedReason, FailureReason, TaskStatus};
 use crate::ids::{AgentId, AttemptId, RuntimeId, TaskId};
 use crate::transcripts::{PriorSession, Usage};
-use crate::values::{JsonObject, MaxAttempts, MaxTasks, Priority, WaitMs};
+use crate::values::{
+    ConcurrencyKey, ConcurrencyLimit, DurationMs, JsonObject, MaxAttempts, MaxTasks, Priority,
+    WaitMs,
+};
 
 /// A task object (DESIGN §4).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -37,6 +40,30 @@ pub struct Task {
     pub finished_at: Option<DateTime<Utc>>,
     /// Usage summed over the task's attempts (null before any was reported).
     pub usage: Option<Usage>,
+    /// At most `concurrency_limit` dispatched+running tasks with this key in the workspace.
+    pub concurrency_key: Option<String>,
+    pub concurrency_limit: i32,
+    /// The task's timeouts in milliseconds (its own, or the server's defaults when it was
+    /// enqueued); 0: none.
+    pub dispatch_timeout_ms: i64,
+    pub running_timeout_ms: i64,
+    pub queued_ttl_ms: i64,
+    /// When the current status times out (queued, dispatched, running); null otherwise.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Why a queued task is not being claimed (queued tasks of `GET /tasks/{id}` and `GET /tasks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+}
+
+/// Why a queued task waits (DESIGN §12), computed when it is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Blocked {
+    pub reason: BlockedReason,
+    /// With `behind`: 1 is the next task its agent hands out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// One attempt of a task: `outcome` is null while it is open.
@@ -77,6 +104,20 @@ pub struct CreateTask {
     /// 1 to 200 characters; the same key in the same workspace returns the existing task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// At most `concurrency_limit` (default 1) dispatched+running tasks with this key in the
+    /// workspace (e.g. one task at a time per repository).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<ConcurrencyKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<ConcurrencyLimit>,
+    /// This task's timeouts, instead of the server's defaults: milliseconds or humantime strings,
+    /// at most the server's `max_task_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_timeout: Option<DurationMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_timeout: Option<DurationMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ttl: Option<DurationMs>,
 }
 
 impl CreateTask {
@@ -88,8 +129,61 @@ impl CreateTask {
             priority: Priority::default(),
             max_attempts: MaxAttempts::default(),
             idempotency_key: None,
+            concurrency_key: None,
+            concurrency_limit: None,
+            dispatch_timeout: None,
+            running_timeout: None,
+            queued_ttl: None,
         }
     }
+}
+
+/// `POST /tasks/batch` (DESIGN §13): 1 to 1000 tasks, each a `POST /tasks` body.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskBatch {
+    pub tasks: Vec<CreateTask>,
+}
+
+/// The most tasks one `POST /tasks/batch` may carry.
+pub const BATCH_MAX_TASKS: usize = 1000;
+
+/// The answer to `POST /tasks/batch`: one result per item, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchResults {
+    pub results: Vec<BatchItem>,
+}
+
+/// One item's outcome: `status` is what `POST /tasks` would have answered for it (201 created,
+/// 200 an idempotency key already used, 404 or 409 refused), with the task or the problem.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BatchItem {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Task>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::Problem>,
+}
+
+/// `POST /tasks/cancel`: cancels every task that matches all the filters given (at least one).
+/// `status` defaults to every non-terminal status (queued, dispatched, running).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelTasks {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<RuntimeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Vec<TaskStatus>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<ConcurrencyKey>,
+}
+
+/// The answer to `POST /tasks/cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CancelledTasks {
+    pub cancelled: u64,
 }
 
 /// A cancelled attempt its daemon must stop.

@@ -90,6 +90,115 @@ bounded_int! {
     MaxConcurrency: i32 = 1 ..= 10000, default 10000;
     /// Page size of a list.
     PageLimit: i64 = 1 ..= 500, default 50;
+    /// Dispatched + running tasks a concurrency key may have in the workspace.
+    ConcurrencyLimit: i32 = 1 ..= 10000, default 1;
+}
+
+/// A duration in a request: a humantime string (`"90s"`, `"2h 30m"`) or a number of milliseconds,
+/// at least 1 ms. Serialised as milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DurationRepr", into = "u64")]
+pub struct DurationMs(u64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DurationRepr {
+    Ms(u64),
+    Text(String),
+}
+
+impl DurationMs {
+    pub fn from_ms(ms: u64) -> Result<Self, String> {
+        if ms == 0 {
+            Err("a duration must be at least 1 ms".into())
+        } else {
+            Ok(Self(ms))
+        }
+    }
+
+    pub fn ms(self) -> u64 {
+        self.0
+    }
+
+    pub fn duration(self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0)
+    }
+}
+
+impl TryFrom<DurationRepr> for DurationMs {
+    type Error = String;
+    fn try_from(r: DurationRepr) -> Result<Self, String> {
+        match r {
+            DurationRepr::Ms(ms) => Self::from_ms(ms),
+            DurationRepr::Text(s) => {
+                let d = humantime::parse_duration(&s).map_err(|e| {
+                    format!("`{s}` is not a duration (e.g. \"90s\", \"2h 30m\"): {e}")
+                })?;
+                Self::from_ms(
+                    u64::try_from(d.as_millis()).map_err(|_| "duration too long".to_owned())?,
+                )
+            }
+        }
+    }
+}
+
+impl From<DurationMs> for u64 {
+    fn from(d: DurationMs) -> u64 {
+        d.0
+    }
+}
+
+impl utoipa::PartialSchema for DurationMs {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::OneOfBuilder::new()
+            .item(integer_schema(1, i64::MAX))
+            .item(string_schema(Some(1), Some(100), None))
+            .description(Some(
+                "milliseconds, or a humantime string such as \"90s\" or \"2h 30m\"",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DurationMs {}
+
+/// A concurrency key: 1 to 200 characters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ConcurrencyKey(String);
+
+impl utoipa::PartialSchema for ConcurrencyKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(Some(1), Some(200), None)
+    }
+}
+
+impl utoipa::ToSchema for ConcurrencyKey {}
+
+impl ConcurrencyKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ConcurrencyKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let len = s.chars().count();
+        if (1..=200).contains(&len) {
+            Ok(Self(s))
+        } else {
+            Err(format!(
+                "concurrency_key must be 1 to 200 characters, got {len}"
+            ))
+        }
+    }
+}
+
+impl From<ConcurrencyKey> for String {
+    fn from(k: ConcurrencyKey) -> String {
+        k.0
+    }
 }
 
 /// A short human-facing text: 1 to 200 characters, not blank.

@@ -44,6 +44,10 @@ pub struct DrainArgs {
     /// task's `start` then its `complete` (applied in order, each fenced and with its event).
     #[arg(long)]
     separate_reports: bool,
+    /// Concurrency of the graphile-worker peer drained after Paddock in the same run (its
+    /// `run.sh drain N 24` is the figure the peers README gives).
+    #[arg(long, default_value_t = 24)]
+    peer_concurrency: u64,
 }
 
 /// What the drain needs to know about the set-up.
@@ -61,7 +65,7 @@ pub fn share(tasks: u64, workers: u64, worker: u64) -> u64 {
 pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow::Result<Summary> {
     ensure!(args.tasks > 0, "--tasks must be at least 1");
     let server = Server::start(settings(services, db)).await?;
-    let fleet = fleet(&server, args).await?;
+    let fleet = fleet(&server, args.daemons, args.batch).await?;
 
     let t_enqueue = Instant::now();
     enqueue(&server.api, &fleet, args).await?;
@@ -73,6 +77,7 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
     let pool = db.pool(args.daemons as u32 + 1).await?;
     let base = baseline::drain(&pool, &fleet, args.tasks, args.batch).await?;
     pool.close().await;
+    let peer = super::peer::graphile(services, "drain", args.tasks, args.peer_concurrency).await?;
 
     let tps = per_sec(args.tasks, drained.elapsed);
     let base_tps = per_sec(args.tasks, base);
@@ -109,6 +114,22 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
         "  ratio      {:>9.2} × baseline",
         ratio(tps, base_tps)
     ));
+    match peer {
+        Some(p) => {
+            s.line(format!(
+                "  peer       {:>9.0} jobs/s   ({} {}, {:.2} s, {} concurrent) → paddock {:.2} × peer",
+                p.per_sec,
+                p.peer,
+                p.version,
+                p.seconds,
+                args.peer_concurrency,
+                ratio(tps, p.per_sec)
+            ));
+            s.num("peer_per_sec", p.per_sec);
+            s.num("peer_ratio", ratio(tps, p.per_sec));
+        }
+        None => s.line("  peer       not run (no run.sh in --peers)".to_owned()),
+    }
     s.line(format!(
         "  enqueue→claim  p50 {:.1} ms  p99 {:.1} ms  (includes the wait behind the backlog)",
         drained.pickup.ms(0.5),
@@ -143,12 +164,12 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
     Ok(s)
 }
 
-/// A workspace, D runtimes and one agent per runtime.
-async fn fleet(server: &Server, args: &DrainArgs) -> anyhow::Result<Fleet> {
+/// A workspace, `daemons` runtimes and one agent per runtime taking `slots` tasks at a time.
+pub async fn fleet(server: &Server, daemons: u64, slots: u64) -> anyhow::Result<Fleet> {
     let ws = server.workspace().await?;
     let mut runtimes = Vec::new();
     let mut agents = Vec::new();
-    for d in 0..args.daemons {
+    for d in 0..daemons {
         let reg: Value = server
             .api
             .post(
@@ -165,7 +186,7 @@ async fn fleet(server: &Server, args: &DrainArgs) -> anyhow::Result<Fleet> {
                 "/api/v1/agents",
                 &ws.member,
                 &json!({ "name": format!("bench-agent-{d}"), "runtime_id": runtime,
-                         "max_concurrent_tasks": args.batch, "definition": { "noop": true } }),
+                         "max_concurrent_tasks": slots, "definition": { "noop": true } }),
             )
             .await?;
         agents.push(serde_json::from_value(agent["id"].clone()).context("agent without id")?);

@@ -23,6 +23,8 @@ pub struct Services {
     pub database_url: String,
     pub redis_url: Option<String>,
     pub server_bin: PathBuf,
+    /// Where the peer's `run.sh` lives (`crate::peer`); None: no peer.
+    pub peers_dir: Option<PathBuf>,
 }
 
 /// A database created for one run (`paddock_bench_<random>`), dropped by [`BenchDb::drop_now`].

@@ -5,6 +5,9 @@
 //!
 //! * `drain` — enqueue N tasks, then D simulated daemons claim, start and complete them over HTTP;
 //!   baseline: the same claim/start/complete SQL with the same concurrency.
+//! * `enqueue` — N tasks in batches of B through `POST /tasks/batch`; peer: graphile-worker's
+//!   `add_jobs` of N jobs in batches of B on the same server; baseline: the same rows inserted
+//!   with one plain `INSERT … SELECT FROM unnest` per batch.
 //! * `heartbeat` — R runtimes heartbeating over HTTP as fast as the load allows; baseline: one
 //!   `UPDATE runtimes SET last_seen_at` per heartbeat.
 //! * `transcript` — A attempts posting batches of transcript messages while W sockets watch;
@@ -22,9 +25,11 @@
 mod baseline;
 mod daemon;
 mod drain;
+mod enqueue;
 mod harness;
 mod heartbeat;
 mod http;
+mod peer;
 mod slow_readers;
 mod stats;
 mod sweep;
@@ -55,6 +60,16 @@ pub struct BenchArgs {
     #[arg(long, env = "PADDOCK_BENCH_SERVER_BIN", global = true)]
     server_bin: Option<std::path::PathBuf>,
 
+    /// The peers directory whose `run.sh` runs graphile-worker on the same PostgreSQL server
+    /// beside `drain` and `enqueue` (skipped, with a note, when it has no `run.sh`).
+    #[arg(
+        long,
+        env = "PADDOCK_BENCH_PEERS",
+        default_value = "../shared/peers",
+        global = true
+    )]
+    peers: std::path::PathBuf,
+
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -63,6 +78,8 @@ pub struct BenchArgs {
 enum Scenario {
     /// Tasks/s through enqueue → claim → start → complete, and enqueue→claim latency.
     Drain(drain::DrainArgs),
+    /// Tasks/s through `POST /tasks/batch`, beside graphile-worker's `add_jobs` in the same run.
+    Enqueue(enqueue::EnqueueArgs),
     /// Heartbeats/s and their latency with many registered runtimes.
     Heartbeat(heartbeat::HeartbeatArgs),
     /// Sweeper tick and start-up time with and without a large task history.
@@ -89,6 +106,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         database_url,
         redis_url: args.redis_url.clone(),
         server_bin,
+        peers_dir: Some(args.peers.clone()),
     };
     let db = BenchDb::create(&services.database_url).await?;
     eprintln!(
@@ -103,6 +121,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let scenario = async {
         match &args.scenario {
             Scenario::Drain(a) => drain::run(&services, &db, a).await,
+            Scenario::Enqueue(a) => enqueue::run(&services, &db, a).await,
             Scenario::Heartbeat(a) => heartbeat::run(&services, &db, a).await,
             Scenario::Sweep(a) => sweep::run(&services, &db, a).await,
             Scenario::Transcript(a) => transcript::run(&services, &db, a).await,

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use paddock_api::{
-    Agent, AgentId, AttemptId, AttemptOnly, Claim, ClaimReply, CompleteBody, CreateAgent,
-    CreateTask, CreateToken, CreateWorkspace, CreatedToken, DefinitionReply, Deregistered, Event,
-    EventId, FailBody, Health, Heartbeat, HeartbeatReply, Message, Page, PatchAgent, PostMessages,
-    PostedMessages, ProgressBody, Readiness, Register, Registered, ReportBody, ReportReply,
-    Runtime, RuntimeId, RuntimeIds, Task, TaskId, TaskStatus, TaskWithAttempts, TokenId, Workspace,
-    WorkspaceId,
+    Agent, AgentId, AttemptId, AttemptOnly, BatchResults, Claim, ClaimReply, CompleteBody,
+    CreateAgent, CreateTask, CreateTaskBatch, CreateToken, CreateWorkspace, CreatedToken,
+    DefinitionReply, Deregistered, Event, EventId, FailBody, Health, Heartbeat, HeartbeatReply,
+    Message, Page, PatchAgent, PostMessages, PostedMessages, ProgressBody, Readiness, Register,
+    Registered, ReportBody, ReportReply, Runtime, RuntimeId, RuntimeIds, Task, TaskId, TaskStatus,
+    TaskWithAttempts, TokenId, Workspace, WorkspaceId,
 };
 use reqwest::{Method, StatusCode};
 
@@ -158,6 +158,28 @@ impl Client {
             value: task,
             created: status == StatusCode::CREATED,
         })
+    }
+
+    /// Enqueues up to 1000 tasks in one transaction: one result per item, in order (DESIGN §13).
+    /// Retried only when every item carries an idempotency key (a repeat then answers 200 items).
+    pub async fn enqueue_batch(&self, tasks: &[CreateTask]) -> Result<BatchResults> {
+        let repeat = if tasks.iter().all(|t| t.idempotency_key.is_some()) {
+            Repeat::Safe
+        } else {
+            Repeat::Never
+        };
+        let body = CreateTaskBatch {
+            tasks: tasks.to_vec(),
+        };
+        let (_, results) = self
+            .call(
+                Method::POST,
+                "api/v1/tasks/batch",
+                Some(&erased::Json(&body)),
+                repeat,
+            )
+            .await?;
+        Ok(results)
     }
 
     pub async fn list_tasks(&self, q: &TaskQuery) -> Result<Page<Task>> {

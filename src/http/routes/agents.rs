@@ -79,6 +79,7 @@ pub async fn update(
         name: body.name.as_ref().map(Name::as_str),
         max_concurrent_tasks: body.max_concurrent_tasks.map(MaxConcurrentTasks::get),
         definition: body.definition.as_ref(),
+        paused: body.paused,
     };
     let agent = service::agents::update(&state, ws, id, &patch).await?;
     Ok(axum::Json(agent.into()))

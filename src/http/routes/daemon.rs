@@ -113,7 +113,7 @@ pub async fn claim(
     Json(body): Json<Claim>,
 ) -> ApiResult<axum::Json<ClaimReply>> {
     let deadline = Instant::now() + Duration::from_millis(body.wait_ms.get());
-    let notify = state.hub.waker.subscribe(body.runtime_id);
+    let notify = state.hub.waker.subscribe(ws, body.runtime_id);
     let mut waited = false;
     loop {
         // Enabled before looking, so a wake-up between the look and the wait is kept.

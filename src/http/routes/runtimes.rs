@@ -1,4 +1,4 @@
-//! `GET /runtimes`, `GET /runtimes/{id}`.
+//! `GET /runtimes`, `GET /runtimes/{id}`, `POST /runtimes/{id}/drain|undrain`.
 
 use axum::extract::State;
 use paddock_api::{Page, Runtime};
@@ -10,6 +10,7 @@ use crate::domain::values::PageLimit;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Path, Query};
 use crate::ids::RuntimeId;
+use crate::service;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -43,5 +44,28 @@ pub async fn get(
     let rt = db::runtimes::get(&mut conn, id, ws)
         .await?
         .ok_or(ApiError::NotFound("runtime"))?;
+    Ok(axum::Json(rt.into()))
+}
+
+/// Drains the runtime: its claims answer an empty list until it is undrained; its dispatched and
+/// running tasks finish. Draining a draining runtime answers it again.
+#[utoipa::path(post, path = "/api/v1/runtimes/{id}/drain", operation_id = "drain_runtime", tag = "member", params(("id" = uuid::Uuid, Path, description = "Runtime id")), responses((status = 200, body = Runtime, description = "The runtime, draining"), crate::http::openapi::Errors), security(("bearer" = [])))]
+pub async fn drain(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Path(id): Path<RuntimeId>,
+) -> ApiResult<axum::Json<Runtime>> {
+    let rt = service::runtimes::set_draining(&state, ws, id, true).await?;
+    Ok(axum::Json(rt.into()))
+}
+
+/// Ends a drain: the runtime's claims get tasks again.
+#[utoipa::path(post, path = "/api/v1/runtimes/{id}/undrain", operation_id = "undrain_runtime", tag = "member", params(("id" = uuid::Uuid, Path, description = "Runtime id")), responses((status = 200, body = Runtime, description = "The runtime, not draining"), crate::http::openapi::Errors), security(("bearer" = [])))]
+pub async fn undrain(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Path(id): Path<RuntimeId>,
+) -> ApiResult<axum::Json<Runtime>> {
+    let rt = service::runtimes::set_draining(&state, ws, id, false).await?;
     Ok(axum::Json(rt.into()))
 }

@@ -2,8 +2,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use paddock_api::{CreateTask, Page, Task, TaskStatus, TaskWithAttempts};
+use paddock_api::values::DurationMs;
+use paddock_api::{
+    BATCH_MAX_TASKS, BatchItem, BatchResults, CancelTasks, CancelledTasks, CreateTask,
+    CreateTaskBatch, Page, Task, TaskStatus, TaskWithAttempts,
+};
 use serde::Deserialize;
+use std::time::Duration;
+
+use crate::config::Settings;
 
 use crate::auth::Member;
 use crate::db;
@@ -24,6 +31,61 @@ pub async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateTask>,
 ) -> ApiResult<(StatusCode, axum::Json<Task>)> {
+    let req = enqueue_of(&body, &state.settings)?;
+    let (task, created) = service::tasks::enqueue(&state, ws, &req).await?;
+    Ok((created_or_ok(created), axum::Json(task.into())))
+}
+
+/// Up to 1000 tasks in one transaction (DESIGN §13): one result per item, in request order, each what
+/// `POST /tasks` would have answered for it. A body with a value `POST /tasks` would refuse with 422
+/// refuses the whole batch, before anything is written.
+#[utoipa::path(post, path = "/api/v1/tasks/batch", operation_id = "enqueue_tasks", tag = "member", request_body = CreateTaskBatch, responses((status = 200, body = BatchResults, description = "One result per item, in request order"), crate::http::openapi::Errors), security(("bearer" = [])))]
+pub async fn create_batch(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Json(body): Json<CreateTaskBatch>,
+) -> ApiResult<axum::Json<BatchResults>> {
+    let n = body.tasks.len();
+    if !(1..=BATCH_MAX_TASKS).contains(&n) {
+        return Err(ApiError::validation(format!(
+            "tasks must hold 1 to {BATCH_MAX_TASKS} items (got {n})"
+        )));
+    }
+    let reqs = body
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            enqueue_of(t, &state.settings).map_err(|e| match e {
+                ApiError::Validation(msg) => ApiError::Validation(format!("tasks[{i}]: {msg}")),
+                other => other,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let outcomes = service::tasks::enqueue_many(&state, ws, &reqs).await?;
+    let results = outcomes
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok((task, created)) => BatchItem {
+                status: created_or_ok(created).as_u16(),
+                task: Some(task.into()),
+                error: None,
+            },
+            Err(e) => {
+                let problem = ApiError::from(e).problem();
+                BatchItem {
+                    status: problem.status,
+                    task: None,
+                    error: Some(problem),
+                }
+            }
+        })
+        .collect();
+    Ok(axum::Json(BatchResults { results }))
+}
+
+/// A `POST /tasks` body as the enqueue use case takes it, once its values are checked.
+fn enqueue_of<'a>(body: &'a CreateTask, settings: &Settings) -> ApiResult<Enqueue<'a>> {
     if let Some(key) = &body.idempotency_key
         && (key.is_empty() || key.chars().count() > 200)
     {
@@ -31,20 +93,41 @@ pub async fn create(
             "idempotency_key must be 1 to 200 characters",
         ));
     }
-    let req = Enqueue {
+    if body.concurrency_limit.is_some() && body.concurrency_key.is_none() {
+        return Err(ApiError::validation(
+            "concurrency_limit needs a concurrency_key",
+        ));
+    }
+    let bounded = |name: &str, d: Option<DurationMs>| -> ApiResult<Option<Duration>> {
+        match d.map(DurationMs::duration) {
+            Some(d) if d > settings.max_task_timeout => Err(ApiError::validation(format!(
+                "{name} ({}) exceeds the server's max_task_timeout ({})",
+                humantime::format_duration(d),
+                humantime::format_duration(settings.max_task_timeout)
+            ))),
+            d => Ok(d),
+        }
+    };
+    Ok(Enqueue {
         agent: body.agent_id,
         payload: &body.payload,
         priority: body.priority.get(),
         max_attempts: body.max_attempts.get(),
         idempotency_key: body.idempotency_key.as_deref(),
-    };
-    let (task, created) = service::tasks::enqueue(&state, ws, &req).await?;
-    let status = if created {
+        concurrency_key: body.concurrency_key.as_ref().map(|k| k.as_str()),
+        concurrency_limit: body.concurrency_limit.unwrap_or_default().get(),
+        dispatch_timeout: bounded("dispatch_timeout", body.dispatch_timeout)?,
+        running_timeout: bounded("running_timeout", body.running_timeout)?,
+        queued_ttl: bounded("queued_ttl", body.queued_ttl)?,
+    })
+}
+
+fn created_or_ok(created: bool) -> StatusCode {
+    if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
-    };
-    Ok((status, axum::Json(task.into())))
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -88,8 +171,34 @@ pub async fn list(
     };
     let mut conn = state.pool.acquire().await?;
     let rows = db::tasks::list(&mut conn, ws, &filter).await?;
-    let page = Page::from_rows(rows, limit, |t| t.seq.to_string());
-    Ok(axum::Json(page.map(Into::into)))
+    let mut page = Page::from_rows(rows, limit, |t| t.seq.to_string()).map(Task::from);
+    explain_waits(&mut conn, ws, &mut page.items).await?;
+    Ok(axum::Json(page))
+}
+
+/// Fills `blocked` on the queued tasks among `tasks` (DESIGN §12), in one query.
+async fn explain_waits(
+    conn: &mut sqlx::PgConnection,
+    ws: crate::ids::WorkspaceId,
+    tasks: &mut [Task],
+) -> ApiResult<()> {
+    let queued: Vec<TaskId> = tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Queued)
+        .map(|t| t.id)
+        .collect();
+    if queued.is_empty() {
+        return Ok(());
+    }
+    let mut why: std::collections::HashMap<TaskId, paddock_api::Blocked> =
+        db::tasks::blocked(conn, &queued, ws)
+            .await?
+            .into_iter()
+            .collect();
+    for t in tasks {
+        t.blocked = why.remove(&t.id);
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/tasks/{id}", operation_id = "get_task", tag = "member", params(("id" = uuid::Uuid, Path, description = "Task id")), responses((status = 200, body = TaskWithAttempts, description = "The task and its attempts"), crate::http::openapi::Errors), security(("bearer" = [])))]
@@ -105,8 +214,11 @@ pub async fn get(
     let mut attempts = db::attempts::of_task(&mut conn, id).await?;
     // The open attempt lives on the task row.
     attempts.extend(Attempt::open_of(&task));
+    let mut task = [Task::from(task)];
+    explain_waits(&mut conn, ws, &mut task).await?;
+    let [task] = task;
     Ok(axum::Json(TaskWithAttempts {
-        task: task.into(),
+        task,
         attempts: attempts.into_iter().map(Into::into).collect(),
     }))
 }
@@ -120,4 +232,43 @@ pub async fn cancel(
     Ok(axum::Json(
         service::tasks::cancel(&state, ws, id).await?.into(),
     ))
+}
+
+/// Cancels, in batches, every queued, dispatched or running task that matches all the filters
+/// given (at least one of `agent_id`, `runtime_id`, `concurrency_key`; `status` narrows to some of
+/// those three). Tasks enqueued while it runs are left alone.
+#[utoipa::path(post, path = "/api/v1/tasks/cancel", operation_id = "cancel_tasks", tag = "member", request_body = CancelTasks, responses((status = 200, body = CancelledTasks, description = "How many tasks were cancelled"), crate::http::openapi::Errors), security(("bearer" = [])))]
+pub async fn cancel_many(
+    Member(ws): Member,
+    State(state): State<AppState>,
+    Json(body): Json<CancelTasks>,
+) -> ApiResult<axum::Json<CancelledTasks>> {
+    if body.agent_id.is_none() && body.runtime_id.is_none() && body.concurrency_key.is_none() {
+        return Err(ApiError::validation(
+            "give at least one of agent_id, runtime_id, concurrency_key",
+        ));
+    }
+    const CANCELLABLE: [TaskStatus; 3] = [
+        TaskStatus::Queued,
+        TaskStatus::Dispatched,
+        TaskStatus::Running,
+    ];
+    let statuses = body.status.clone().unwrap_or_else(|| CANCELLABLE.to_vec());
+    if statuses.is_empty() {
+        return Err(ApiError::validation("status must name at least one status"));
+    }
+    if let Some(s) = statuses.iter().find(|s| s.is_terminal()) {
+        return Err(ApiError::validation(format!(
+            "status: a {s} task cannot be cancelled (queued, dispatched, running)"
+        )));
+    }
+    let filter = db::tasks::CancelFilter {
+        statuses: &statuses,
+        agent: body.agent_id,
+        runtime: body.runtime_id,
+        concurrency_key: body.concurrency_key.as_ref().map(|k| k.as_str()),
+        up_to_seq: 0,
+    };
+    let cancelled = service::tasks::cancel_many(&state, ws, &filter).await?;
+    Ok(axum::Json(CancelledTasks { cancelled }))
 }
