@@ -56,6 +56,10 @@ fn describe() {
     );
     describe_counter!("paddock_heartbeats_total", "Runtime heartbeats received");
     describe_counter!(
+        "paddock_claim_deadlocks_total",
+        "Claims retried after PostgreSQL broke a lock cycle between concurrency keys"
+    );
+    describe_counter!(
         "paddock_claims_total",
         "Claim requests answered, by outcome"
     );

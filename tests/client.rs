@@ -32,6 +32,7 @@ async fn a_task_s_life_through_the_typed_client() {
         name: None,
         version: None,
         max_concurrency: None,
+        labels: None,
     };
     let reg = daemon.register(&register).await.unwrap();
     assert!(reg.created);
@@ -44,7 +45,8 @@ async fn a_task_s_life_through_the_typed_client() {
     let agent = member
         .create_agent(&api::CreateAgent {
             name: "reviewer".to_owned().try_into().unwrap(),
-            runtime_id: rt,
+            runtime_id: Some(rt),
+            runtime_selector: None,
             max_concurrent_tasks: Default::default(),
             definition: object(json!({ "command": ["true"] })),
         })

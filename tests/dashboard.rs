@@ -123,6 +123,46 @@ async fn enqueued_task_appears_on_the_dashboard_without_reload() {
     assert!(shot.exists());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_agents_draining_runtimes_and_why_a_task_waits_are_shown() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "laptop").await;
+    let agent = app.agent(&ws, &rt, 1).await;
+    let task = app.enqueue(&ws, &agent, json!({})).await;
+    let task_id = task["id"].as_str().unwrap().to_owned();
+    let shot = target("dashboard-scheduling.png");
+    let mut browser = Browser::spawn(
+        "scheduling.mjs",
+        &[
+            app.base.as_str(),
+            ws.member.as_str(),
+            task_id.as_str(),
+            shot.to_str().unwrap(),
+        ],
+    );
+    browser.expect("READY").await;
+    let r = app
+        .patch(
+            &format!("/api/v1/agents/{agent}"),
+            &ws.member,
+            json!({ "paused": true }),
+        )
+        .await;
+    ok(&r, "pause");
+    let r = app
+        .post(
+            &format!("/api/v1/runtimes/{rt}/drain"),
+            &ws.member,
+            json!({}),
+        )
+        .await;
+    ok(&r, "drain");
+    browser.expect("SEEN").await;
+    browser.succeeds().await;
+    assert!(shot.exists());
+}
+
 async fn named_agent(app: &TestApp, ws: &Ws, runtime: &str, name: &str) -> String {
     let r = app
         .post(

@@ -108,6 +108,19 @@ async fn openapi_document_is_valid_openapi_3_1() {
         ("RuntimeStatus", vec!["online", "offline"]),
         ("AgentStatus", vec!["idle", "working", "offline"]),
         (
+            "BlockedReason",
+            vec![
+                "run_after",
+                "agent_paused",
+                "runtime_offline",
+                "runtime_draining",
+                "agent_at_capacity",
+                "key_at_capacity",
+                "runtime_at_capacity",
+                "behind",
+            ],
+        ),
+        (
             "ErrorCode",
             vec!["unauthorized", "not_found", "attempt_superseded"],
         ),
@@ -122,7 +135,7 @@ async fn openapi_document_is_valid_openapi_3_1() {
             assert!(listed.contains(&v), "{name} lacks {v}");
         }
     }
-    assert_eq!(schemas["EventType"]["enum"].as_array().unwrap().len(), 16);
+    assert_eq!(schemas["EventType"]["enum"].as_array().unwrap().len(), 18);
 }
 
 #[tokio::test]

@@ -735,3 +735,240 @@ async fn task_retention_deletes_old_terminal_tasks_with_their_attempts_and_trans
     assert_eq!(rows("task_messages", recent.clone()).await, 1);
     drop(hb);
 }
+
+// ───────────────────────────── pools ─────────────────────────────
+
+async fn pool_agent(app: &TestApp, ws: &Ws, selector: Value, slots: i64) -> String {
+    let r = app
+        .post(
+            "/api/v1/agents",
+            &ws.member,
+            json!({ "name": "pool", "runtime_selector": selector, "max_concurrent_tasks": slots,
+                    "definition": {} }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert!(r.body["runtime_id"].is_null());
+    s(&r.body["id"])
+}
+
+async fn labelled(app: &TestApp, ws: &Ws, daemon: &str, provider: &str, labels: Value) -> String {
+    app.runtime_with(
+        ws,
+        json!({ "daemon_id": daemon, "provider": provider, "labels": labels }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_pool_agents_tasks_go_to_any_online_runtime_of_its_pool() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace().await;
+    let a = labelled(
+        &app,
+        &ws,
+        "a",
+        "claude-code",
+        json!({ "gpu": "yes", "region": "eu" }),
+    )
+    .await;
+    let b = labelled(&app, &ws, "b", "claude-code", json!({ "gpu": "no" })).await;
+    let c = labelled(&app, &ws, "c", "codex", json!({ "gpu": "yes" })).await;
+    let r = app.get(&format!("/api/v1/runtimes/{a}"), &ws.member).await;
+    assert_eq!(r.body["labels"], json!({ "gpu": "yes", "region": "eu" }));
+    let agent = pool_agent(
+        &app,
+        &ws,
+        json!({ "provider": "claude-code", "labels": { "gpu": "yes" } }),
+        5,
+    )
+    .await;
+    let t = app.enqueue(&ws, &agent, json!({})).await;
+    let id = s(&t["id"]);
+    assert!(
+        t["runtime_id"].is_null(),
+        "a pool task has no runtime until dispatched: {t}"
+    );
+    assert_eq!(task(&app, &ws, &id).await["blocked"]["reason"], "behind");
+    assert!(
+        ids_of(&app.claim(&ws, &b, 5, 0).await).is_empty(),
+        "labels differ"
+    );
+    assert!(
+        ids_of(&app.claim(&ws, &c, 5, 0).await).is_empty(),
+        "provider differs"
+    );
+    assert_eq!(ids_of(&app.claim(&ws, &a, 5, 0).await), [id.clone()]);
+    let t = task(&app, &ws, &id).await;
+    assert_eq!(t["runtime_id"], json!(a));
+    assert_eq!(t["attempts"][0]["runtime_id"], json!(a));
+
+    // The admission gate is over the pool: offline when no runtime of it is online.
+    api::deregister(&app, &ws, &a).await;
+    let r = app
+        .post(
+            "/api/v1/tasks",
+            &ws.member,
+            json!({ "agent_id": agent, "payload": {} }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.code(), "runtime_offline");
+    let lonely = pool_agent(&app, &ws, json!({ "provider": "nobody" }), 1).await;
+    let r = app
+        .post(
+            "/api/v1/tasks",
+            &ws.member,
+            json!({ "agent_id": lonely, "payload": {} }),
+        )
+        .await;
+    assert_eq!(r.code(), "runtime_offline");
+
+    // Bound or pooled, not both, not neither.
+    for body in [
+        json!({ "name": "x", "definition": {} }),
+        json!({ "name": "x", "definition": {}, "runtime_id": b, "runtime_selector": { "provider": "codex" } }),
+        json!({ "name": "x", "definition": {}, "runtime_selector": { "provider": "codex", "labels": { "": "x" } } }),
+    ] {
+        let r = app.post("/api/v1/agents", &ws.member, body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {:?}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pool_wakes_a_waiting_claim_and_holds_its_agents_slots_across_runtimes() {
+    let app = TestApp::spawn().await;
+    let replica = app.replica(|_| {}).await;
+    let ws = app.workspace().await;
+    let mut fleet = Vec::new();
+    for i in 0..8 {
+        fleet.push(
+            labelled(
+                &app,
+                &ws,
+                &format!("d{i}"),
+                "claude-code",
+                json!({ "pool": "p" }),
+            )
+            .await,
+        );
+    }
+    let agent = pool_agent(
+        &app,
+        &ws,
+        json!({ "provider": "claude-code", "labels": { "pool": "p" } }),
+        3,
+    )
+    .await;
+    let poll = tokio::spawn({
+        let (client, rt) = (app.client(&ws.daemon), fleet[5].clone());
+        async move {
+            let body = paddock_client::api::Claim {
+                runtime_id: rt.parse().unwrap(),
+                max_tasks: 1.try_into().unwrap(),
+                wait_ms: 10_000i64.try_into().unwrap(),
+            };
+            client.claim(&body).await.unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!poll.is_finished());
+    let first = app.enqueue(&ws, &agent, json!({})).await;
+    let queued = Instant::now();
+    let reply = poll.await.unwrap();
+    assert_eq!(reply.tasks[0].task_id.to_string(), s(&first["id"]));
+    assert!(
+        queued.elapsed() < Duration::from_millis(500),
+        "woken {:?} after",
+        queued.elapsed()
+    );
+
+    enqueue_n(&app, &ws, &agent, 20, json!({})).await;
+    let claims = fleet.iter().enumerate().map(|(i, rt)| {
+        let target = if i % 2 == 0 { &app } else { &replica };
+        target.claim(&ws, rt, 5, 0)
+    });
+    let replies = futures::future::join_all(claims).await;
+    let got: usize = replies
+        .iter()
+        .map(|r| r["tasks"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(got, 2, "3 slots, one held already: {replies:?}");
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasks WHERE agent_id = $1::uuid AND status IN ('dispatched', 'running')",
+    )
+    .bind(&agent)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(active, 3);
+}
+
+#[tokio::test]
+async fn a_retry_of_a_pool_task_prefers_the_runtime_that_holds_its_session() {
+    let app = TestApp::spawn_with(|s| s.retry_backoff_base = Duration::from_millis(10)).await;
+    let ws = app.workspace().await;
+    let a = labelled(&app, &ws, "a", "claude-code", json!({})).await;
+    let b = labelled(&app, &ws, "b", "claude-code", json!({})).await;
+    let agent = pool_agent(&app, &ws, json!({ "provider": "claude-code" }), 1).await;
+    let id = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 3 })).await["id"]);
+    let c = app.claim(&ws, &a, 1, 0).await;
+    let att = s(&c["tasks"][0]["attempt_id"]);
+    let r = app
+        .report(&ws, &id, "start", json!({ "attempt_id": att }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .report(&ws, &id, "progress", json!({ "attempt_id": att, "progress": {}, "session": { "id": "sess-1", "work_dir": "/w" } }))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = app
+        .report(
+            &ws,
+            &id,
+            "fail",
+            json!({ "attempt_id": att, "error": "flaky" }),
+        )
+        .await;
+    assert_eq!(r.body["status"], "queued", "{:?}", r.body);
+    assert!(
+        r.body["runtime_id"].is_null(),
+        "back to the pool: {:?}",
+        r.body
+    );
+    eventually(Duration::from_secs(5), "the retry is due", || async {
+        task(&app, &ws, &id).await["blocked"]["reason"] == "behind"
+    })
+    .await;
+    assert!(
+        ids_of(&app.claim(&ws, &b, 1, 0).await).is_empty(),
+        "held for the runtime with the session"
+    );
+    let c = app.claim(&ws, &a, 1, 0).await;
+    assert_eq!(ids_of(&c), [id.clone()]);
+    assert_eq!(c["tasks"][0]["prior_session"]["id"], "sess-1", "{c}");
+
+    // With the session's runtime gone, any runtime of the pool takes the retry.
+    let att = s(&c["tasks"][0]["attempt_id"]);
+    let r = app
+        .report(
+            &ws,
+            &id,
+            "fail",
+            json!({ "attempt_id": att, "error": "again" }),
+        )
+        .await;
+    assert_eq!(r.body["status"], "queued");
+    api::deregister(&app, &ws, &a).await;
+    eventually(
+        Duration::from_secs(5),
+        "another runtime takes it",
+        || async { ids_of(&app.claim(&ws, &b, 1, 0).await) == [id.clone()] },
+    )
+    .await;
+}

@@ -10,5 +10,5 @@ SET archived_at = now(), updated_at = now()
 FROM locked
 WHERE a.id = locked.id
 RETURNING a.id AS "id: AgentId", a.workspace_id AS "workspace_id: WorkspaceId",
-          a.runtime_id AS "runtime_id: RuntimeId", a.name, a.max_concurrent_tasks, a.definition,
+          a.runtime_id AS "runtime_id: RuntimeId", a.runtime_selector AS "runtime_selector: Json<RuntimeSelector>", a.name, a.max_concurrent_tasks, a.definition,
           a.definition_version, a.status AS "status: AgentStatus", a.paused, a.archived_at, a.created_at, a.updated_at

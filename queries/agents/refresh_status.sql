@@ -1,5 +1,6 @@
 -- Recomputes the status of the given agents from their runtime and their active tasks
 -- (tasks_active_agent); only agents whose status changed are returned, for their agent.status events.
+-- A pool agent (no runtime of its own) is never `offline`: idle or working.
 -- Callers lock the agents first (agents/lock.sql).
 UPDATE agents a
 SET status = s.status, updated_at = now()
@@ -12,7 +13,7 @@ FROM (
                ELSE 'idle'
            END AS status
     FROM agents a2
-    JOIN runtimes r ON r.id = a2.runtime_id
+    LEFT JOIN runtimes r ON r.id = a2.runtime_id
     WHERE a2.id = ANY($1)
 ) s
 WHERE a.id = s.id AND a.status <> s.status

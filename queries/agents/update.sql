@@ -9,5 +9,5 @@ SET name = coalesce($3, name),
     updated_at = now()
 WHERE id = $1 AND workspace_id = $2 AND archived_at IS NULL
 RETURNING id AS "id: AgentId", workspace_id AS "workspace_id: WorkspaceId",
-          runtime_id AS "runtime_id: RuntimeId", name, max_concurrent_tasks, definition,
+          runtime_id AS "runtime_id: RuntimeId", runtime_selector AS "runtime_selector: Json<RuntimeSelector>", name, max_concurrent_tasks, definition,
           definition_version, status AS "status: AgentStatus", paused, archived_at, created_at, updated_at

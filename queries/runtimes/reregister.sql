@@ -1,4 +1,5 @@
--- Re-registers an existing runtime: brings it online and updates what the daemon says of itself.
+-- Re-registers an existing runtime: brings it online and updates what the daemon says of itself
+-- (its labels are replaced by the ones sent).
 -- The row is locked first, so concurrent re-registrations go one after another and each reads the
 -- status the previous one committed (`was_status`): exactly one of them sees it offline and writes
 -- `runtime.online`. No row: the runtime was deleted since register.sql saw it (the caller inserts
@@ -12,6 +13,7 @@ UPDATE runtimes AS r
 SET name = coalesce($4, r.name),
     version = coalesce($5, r.version),
     max_concurrency = coalesce($6, r.max_concurrency),
+    labels = $7,
     status = 'online',
     offline_at = NULL,
     last_seen_at = now()

@@ -8,5 +8,5 @@ SET draining = $3
 FROM old
 WHERE r.id = old.id
 RETURNING r.id AS "id: RuntimeId", r.workspace_id AS "workspace_id: WorkspaceId", r.daemon_id, r.provider, r.name,
-          r.version, r.max_concurrency, r.status AS "status: RuntimeStatus", r.draining, r.last_seen_at, r.offline_at,
+          r.version, r.max_concurrency, r.status AS "status: RuntimeStatus", r.draining, r.labels AS "labels: Json<Labels>", r.last_seen_at, r.offline_at,
           r.created_at, old.draining <> $3 AS "changed!"

@@ -2,10 +2,14 @@
 --
 -- * runtime: its free slots (tasks_active_runtime); none unless it is online, in the workspace and
 --   not draining.
--- * room: each live, unpaused agent of the runtime with its free slots (tasks_active_agent).
+-- * room: each live, unpaused agent of the runtime — bound to it (agents_runtime), or a pool agent
+--   whose pool it is in (agents_pool: same workspace and provider, labels included) — with its free
+--   slots (tasks_active_agent).
 -- * candidates: per agent, its queued tasks that may run now in claim order (tasks_claim: agent_id,
 --   claim_key, seq WHERE queued; ascending claim_key is descending effective priority under aging),
---   skipping tasks whose concurrency key is at its limit (tasks_active_key), at most as many as the
+--   skipping tasks whose concurrency key is at its limit (tasks_active_key) and, for a pool agent,
+--   retries held for the runtime their session was reported on (while it is online and not
+--   draining, for 60 s after they became claimable), at most as many as the
 --   agent has free slots, locked with SKIP LOCKED so concurrent claimers never take the same row.
 -- * picked: the best candidates, at most $3 and the runtime's free slots, in this order:
 --   effective priority (priority + one step per full $4 ms waited) first; then the agents in turn
@@ -23,20 +27,31 @@
 -- are updated even when already working so that their row lock orders this claim with a concurrent
 -- status recomputation (agents/lock.sql).
 WITH runtime AS (
-    SELECT coalesce(r.max_concurrency, 2147483647)::bigint
+    SELECT r.provider, r.labels,
+           coalesce(r.max_concurrency, 2147483647)::bigint
              - (SELECT count(*) FROM tasks t
                 WHERE t.runtime_id = r.id AND t.status IN ('dispatched', 'running')) AS free
     FROM runtimes r
     WHERE r.id = $1 AND r.workspace_id = $2 AND r.status = 'online' AND NOT r.draining
 ),
-room AS (
-    SELECT a.id AS agent_id, a.last_claimed_at,
-           a.max_concurrent_tasks - (SELECT count(*) FROM tasks t
-                                     WHERE t.agent_id = a.id
-                                       AND t.status IN ('dispatched', 'running')) AS free
+served AS (
+    SELECT a.id, a.last_claimed_at, a.max_concurrent_tasks, false AS pooled
     FROM agents a
     WHERE a.runtime_id = $1 AND a.archived_at IS NULL AND NOT a.paused
-      AND EXISTS (SELECT 1 FROM runtime WHERE free > 0)
+    UNION ALL
+    SELECT a.id, a.last_claimed_at, a.max_concurrent_tasks, true
+    FROM agents a, runtime rt
+    WHERE a.workspace_id = $2 AND a.runtime_selector IS NOT NULL AND a.archived_at IS NULL
+      AND (a.runtime_selector ->> 'provider') = rt.provider
+      AND rt.labels @> (a.runtime_selector -> 'labels') AND NOT a.paused
+),
+room AS (
+    SELECT s.id AS agent_id, s.last_claimed_at, s.pooled,
+           s.max_concurrent_tasks - (SELECT count(*) FROM tasks t
+                                     WHERE t.agent_id = s.id
+                                       AND t.status IN ('dispatched', 'running')) AS free
+    FROM served s
+    WHERE EXISTS (SELECT 1 FROM runtime WHERE free > 0)
 ),
 candidates AS (
     SELECT room.agent_id, room.last_claimed_at, c.id, c.seq, c.claim_key, c.concurrency_key,
@@ -54,6 +69,12 @@ candidates AS (
         ) k ON t.concurrency_key IS NOT NULL
         WHERE t.agent_id = room.agent_id AND t.status = 'queued' AND t.run_after <= now()
           AND (t.concurrency_key IS NULL OR k.active < t.concurrency_limit)
+          AND (NOT room.pooled OR t.session IS NULL
+               OR (t.session ->> 'runtime_id')::uuid = $1
+               OR t.run_after < now() - interval '60 seconds'
+               OR NOT EXISTS (SELECT 1 FROM runtimes s
+                              WHERE s.id = (t.session ->> 'runtime_id')::uuid
+                                AND s.status = 'online' AND NOT s.draining))
         ORDER BY t.claim_key, t.seq
         LIMIT greatest(room.free, 0)
         FOR UPDATE OF t SKIP LOCKED
@@ -77,6 +98,7 @@ picked AS (
 dispatched AS (
     UPDATE tasks t
     SET status = 'dispatched',
+        runtime_id = $1,
         attempt = t.attempt + 1,
         attempt_id = gen_random_uuid(),
         dispatched_at = now(),

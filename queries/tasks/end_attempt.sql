@@ -14,6 +14,10 @@ SET status = $3,
     usage = CASE WHEN $3 = 'queued' THEN NULL ELSE coalesce($9, usage) END,
     session = coalesce($10, session),
     usage_prior = $11,
+    -- A pool agent's task goes back to the pool.
+    runtime_id = CASE WHEN $3 = 'queued' AND EXISTS (SELECT 1 FROM agents a WHERE a.id = agent_id
+                                                     AND a.runtime_selector IS NOT NULL)
+                      THEN NULL ELSE runtime_id END,
     unlisted_since = NULL,
     -- Back in the queue: the backlog's deadline counts from the first enqueue.
     deadline = CASE WHEN $3 = 'queued' AND queued_ttl_ms > 0 THEN enqueued_at + queued_ttl_ms * interval '1 ms' END

@@ -1,6 +1,7 @@
 //! Agents bound to runtimes.
 
 use chrono::{DateTime, Utc};
+use paddock_api::RuntimeSelector;
 use paddock_api::{AgentStatus, RuntimeStatus};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -14,7 +15,9 @@ use crate::ids::{AgentId, RuntimeId, WorkspaceId};
 pub struct Agent {
     pub id: AgentId,
     pub workspace_id: WorkspaceId,
-    pub runtime_id: RuntimeId,
+    /// None for a pool agent.
+    pub runtime_id: Option<RuntimeId>,
+    pub runtime_selector: Option<Json<RuntimeSelector>>,
     pub name: String,
     pub max_concurrent_tasks: i32,
     pub definition: serde_json::Value,
@@ -31,6 +34,7 @@ impl From<Agent> for paddock_api::Agent {
         Self {
             id: a.id,
             runtime_id: a.runtime_id,
+            runtime_selector: a.runtime_selector.map(|j| j.0),
             name: a.name,
             max_concurrent_tasks: a.max_concurrent_tasks,
             definition: a.definition,
@@ -46,7 +50,9 @@ impl From<Agent> for paddock_api::Agent {
 
 pub struct NewAgent<'a> {
     pub workspace: WorkspaceId,
-    pub runtime: RuntimeId,
+    /// Bound to this runtime, or (None) to the pool of `selector`.
+    pub runtime: Option<RuntimeId>,
+    pub selector: Option<&'a RuntimeSelector>,
     pub name: &'a str,
     pub max_concurrent_tasks: i32,
     pub definition: &'a JsonObject,
@@ -59,10 +65,11 @@ pub async fn insert(conn: &mut PgConnection, new: &NewAgent<'_>) -> sqlx::Result
         "queries/agents/insert.sql",
         AgentId::new().0,
         new.workspace.0,
-        new.runtime.0,
+        new.runtime.map(|r| r.0),
         new.name,
         new.max_concurrent_tasks,
         Json(new.definition) as _,
+        new.selector.map(Json) as _,
     )
     .fetch_optional(conn)
     .await
@@ -136,7 +143,8 @@ pub async fn archive(
 
 pub struct ForEnqueue {
     pub id: AgentId,
-    pub runtime_id: RuntimeId,
+    /// None for a pool agent.
+    pub runtime_id: Option<RuntimeId>,
     pub archived_at: Option<DateTime<Utc>>,
     pub runtime_status: RuntimeStatus,
 }

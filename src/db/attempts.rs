@@ -45,10 +45,11 @@ impl Attempt {
     /// The open attempt of an active task, which lives on the task row.
     pub fn open_of(task: &Task) -> Option<Self> {
         let (attempt_id, dispatched_at) = (task.attempt_id?, task.dispatched_at?);
+        let runtime_id = task.runtime_id?;
         task.status.is_active().then_some(Self {
             attempt: task.attempt,
             attempt_id,
-            runtime_id: task.runtime_id,
+            runtime_id,
             dispatched_at,
             started_at: task.started_at,
             finished_at: None,
@@ -72,7 +73,9 @@ pub struct Ended<'a> {
 
 /// Records the end of attempt `task.attempt` of `task` (as it was before the change).
 pub async fn insert(conn: &mut PgConnection, task: &Task, end: &Ended<'_>) -> sqlx::Result<()> {
-    let (Some(attempt_id), Some(dispatched_at)) = (task.attempt_id, task.dispatched_at) else {
+    let (Some(attempt_id), Some(dispatched_at), Some(runtime)) =
+        (task.attempt_id, task.dispatched_at, task.runtime_id)
+    else {
         return Ok(());
     };
     sqlx::query_file!(
@@ -81,7 +84,7 @@ pub async fn insert(conn: &mut PgConnection, task: &Task, end: &Ended<'_>) -> sq
         task.id.0,
         task.workspace_id.0,
         task.attempt,
-        task.runtime_id.0,
+        runtime.0,
         dispatched_at,
         task.started_at,
         end.reason as _,

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use paddock_api::RuntimeStatus;
+use paddock_api::values::Labels;
 use sqlx::PgConnection;
+use sqlx::types::Json;
 
 use super::uuids;
 use crate::ids::{RuntimeId, WorkspaceId};
@@ -19,6 +21,7 @@ pub struct Runtime {
     pub max_concurrency: Option<i32>,
     pub status: RuntimeStatus,
     pub draining: bool,
+    pub labels: Json<Labels>,
     pub last_seen_at: DateTime<Utc>,
     pub offline_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -35,6 +38,7 @@ impl From<Runtime> for paddock_api::Runtime {
             max_concurrency: r.max_concurrency,
             status: r.status,
             draining: r.draining,
+            labels: r.labels.0.into(),
             last_seen_at: r.last_seen_at,
             offline_at: r.offline_at,
             created_at: r.created_at,
@@ -57,6 +61,7 @@ pub struct NewRuntime<'a> {
     pub name: Option<&'a str>,
     pub version: Option<&'a str>,
     pub max_concurrency: Option<i32>,
+    pub labels: &'a Labels,
 }
 
 /// Creates the runtime unless it exists (then `None`: re-register it).
@@ -73,6 +78,7 @@ pub async fn register(
         new.name,
         new.version,
         new.max_concurrency,
+        Json(new.labels) as _,
     )
     .fetch_optional(conn)
     .await?;
@@ -97,6 +103,7 @@ pub async fn reregister(
         new.name,
         new.version,
         new.max_concurrency,
+        Json(new.labels) as _,
     )
     .fetch_optional(conn)
     .await
@@ -168,11 +175,11 @@ pub async fn flush_last_seen(
 
 /// Serialises claims for one runtime within the transaction, so the concurrency limits it checks
 /// cannot be raced by another claim for the same runtime.
+/// Takes the claim's transaction locks: the runtime's, then its pool agents' (lock_for_claim.sql).
 pub async fn lock_for_claim(conn: &mut PgConnection, id: RuntimeId) -> sqlx::Result<()> {
     let (hi, _) = id.0.as_u64_pair();
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(hi as i64)
-        .execute(conn)
+    sqlx::query_file!("queries/runtimes/lock_for_claim.sql", hi as i64, id.0)
+        .fetch_one(conn)
         .await?;
     Ok(())
 }
@@ -230,6 +237,7 @@ pub async fn set_draining(
             max_concurrency: r.max_concurrency,
             status: r.status,
             draining: r.draining,
+            labels: r.labels,
             last_seen_at: r.last_seen_at,
             offline_at: r.offline_at,
             created_at: r.created_at,

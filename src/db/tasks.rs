@@ -16,7 +16,8 @@ pub struct Task {
     pub id: TaskId,
     pub workspace_id: WorkspaceId,
     pub agent_id: AgentId,
-    pub runtime_id: RuntimeId,
+    /// None for a pool agent's task while it is queued.
+    pub runtime_id: Option<RuntimeId>,
     pub status: TaskStatus,
     pub priority: i32,
     pub payload: serde_json::Value,
@@ -116,7 +117,8 @@ impl From<Task> for paddock_api::Task {
 pub struct NewTask<'a> {
     pub id: TaskId,
     pub agent: AgentId,
-    pub runtime: RuntimeId,
+    /// None for a pool agent's task.
+    pub runtime: Option<RuntimeId>,
     pub priority: i32,
     pub payload: &'a JsonObject,
     pub max_attempts: i32,
@@ -149,7 +151,7 @@ pub async fn insert_many(
 ) -> sqlx::Result<Vec<Task>> {
     let ids: Vec<uuid::Uuid> = new.iter().map(|t| t.id.0).collect();
     let agents: Vec<uuid::Uuid> = new.iter().map(|t| t.agent.0).collect();
-    let runtimes: Vec<uuid::Uuid> = new.iter().map(|t| t.runtime.0).collect();
+    let runtimes: Vec<Option<uuid::Uuid>> = new.iter().map(|t| t.runtime.map(|r| r.0)).collect();
     let priorities: Vec<i32> = new.iter().map(|t| t.priority).collect();
     let payloads: Vec<String> = new
         .iter()
@@ -168,7 +170,7 @@ pub async fn insert_many(
         ws.0,
         &ids,
         &agents,
-        &runtimes,
+        &runtimes as &[Option<uuid::Uuid>],
         &priorities,
         &payloads,
         &max_attempts,
@@ -548,9 +550,9 @@ pub async fn blocked(
                 R::KeyAtCapacity => r
                     .key_active
                     .map(|n| format!("{n} task(s) of its concurrency key dispatched or running")),
-                R::RuntimeAtCapacity => r
-                    .max_concurrency
-                    .map(|max| format!("{} of the runtime's {max} slots in use", r.runtime_active)),
+                R::RuntimeAtCapacity => {
+                    Some("every runtime that could run it is at its max_concurrency".to_owned())
+                }
                 _ => None,
             };
             let position = (r.reason == R::Behind).then_some(r.position);

@@ -31,7 +31,8 @@ fn raw(payload: &impl Serialize) -> Box<RawValue> {
 struct TaskFields<'a> {
     task_id: TaskId,
     agent_id: AgentId,
-    runtime_id: RuntimeId,
+    /// Null for a pool agent's task not dispatched yet.
+    runtime_id: Option<RuntimeId>,
     status: TaskStatus,
     attempt: i32,
     attempt_id: Option<AttemptId>,
@@ -131,7 +132,7 @@ pub fn task_progress(t: &Task) -> NewEvent {
     struct Fields<'a> {
         task_id: TaskId,
         agent_id: AgentId,
-        runtime_id: RuntimeId,
+        runtime_id: Option<RuntimeId>,
         attempt: i32,
         attempt_id: Option<AttemptId>,
         progress: Option<&'a RawValue>,

@@ -123,8 +123,8 @@ impl Waker {
 
     /// Whose claims an event may give claimable work to: a task enqueued or requeued (at its
     /// `run_after`), a slot freed by a task that ended (every runtime of the workspace when the
-    /// task had a concurrency key), an agent updated (resumed, or given more slots), a runtime
-    /// undrained.
+    /// task had a concurrency key, or belongs to a pool), an agent updated (resumed, or given more
+    /// slots), a runtime undrained.
     /// Also says whether to wake the whole workspace.
     fn wake_of(e: &Event) -> (Option<Wake>, bool) {
         use paddock_api::EventType as T;
@@ -150,7 +150,10 @@ impl Waker {
         else {
             return (None, false);
         };
-        let workspace = concurrency_key.is_some() && kind != T::TaskQueued;
+        // A key's slot freed, or work for a pool (no runtime of its own): any runtime of the
+        // workspace may be the one to claim.
+        let workspace =
+            (concurrency_key.is_some() && kind != T::TaskQueued) || runtime_id.is_none();
         let wake = runtime_id.map(|rt| match run_after {
             Some(at) if kind == T::TaskRequeued => Wake::At(rt, at),
             _ => Wake::Now(rt),

@@ -33,7 +33,7 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
     RequestTimeout(std::time::Duration),
-    #[error("runtime {0} is offline")]
+    #[error("{0}")]
     RuntimeOffline(String),
     #[error("attempt {0} is no longer the current attempt of this task")]
     AttemptSuperseded(String),
@@ -175,7 +175,7 @@ impl From<service::Error> for ApiError {
             E::NotFound(what) => Self::NotFound(what),
             E::Conflict(msg) => Self::Conflict(msg),
             E::InvalidTransition(msg) => Self::InvalidTransition(msg),
-            E::RuntimeOffline(id) => Self::RuntimeOffline(id.to_string()),
+            E::RuntimeOffline(msg) => Self::RuntimeOffline(msg),
             E::Refused(refusal) => refusal.into(),
             E::Invalid(msg) => Self::Validation(msg),
             E::Unavailable(e) => {

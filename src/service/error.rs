@@ -16,9 +16,10 @@ pub enum Error {
     /// The request conflicts with the resource's state (archived agent, slug taken, …).
     #[error("{0}")]
     Conflict(String),
-    /// The admission gate: the task's runtime is offline, so nothing was queued.
-    #[error("runtime {0} is offline")]
-    RuntimeOffline(RuntimeId),
+    /// The admission gate: the task's runtime (or every runtime of its pool) is offline, so nothing
+    /// was queued; or a claim for an offline runtime. The message says which.
+    #[error("{0}")]
+    RuntimeOffline(String),
     /// The resource is in a state this request cannot follow (cancelling a finished task).
     #[error("{0}")]
     InvalidTransition(String),
@@ -95,4 +96,11 @@ pub fn lost_race() -> Error {
     Error::Internal(anyhow::anyhow!(
         "fenced task update matched no row while holding its lock"
     ))
+}
+
+impl Error {
+    /// `RuntimeOffline` for one runtime.
+    pub fn runtime_offline(id: RuntimeId) -> Self {
+        Self::RuntimeOffline(format!("runtime {id} is offline"))
+    }
 }

@@ -63,12 +63,12 @@ impl Changes {
     /// The server ended this active attempt: its daemon is told to stop it (in the next heartbeat
     /// or claim, and in every heartbeat that still lists it).
     pub fn revoked(&mut self, task: &crate::db::tasks::Task) {
-        if let Some(attempt) = task.attempt_id {
+        if let (Some(attempt), Some(runtime)) = (task.attempt_id, task.runtime_id) {
             self.revoked.push(db::liveness::Revoked {
                 attempt,
                 task: task.id,
                 workspace: task.workspace_id,
-                runtime: task.runtime_id,
+                runtime,
             });
         }
     }

@@ -68,10 +68,11 @@ pub struct ReportItem {
 impl ReportItem {
     /// The session as the task row keeps it: reported by this attempt, on the task's runtime.
     fn stored_session(&self, task: &Task) -> Option<StoredSession> {
+        let runtime_id = task.runtime_id?;
         self.session.as_ref().map(|s| StoredSession {
             id: s.id.clone(),
             work_dir: s.work_dir.clone(),
-            runtime_id: task.runtime_id,
+            runtime_id,
             attempt: task.attempt,
         })
     }

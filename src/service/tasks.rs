@@ -104,9 +104,10 @@ pub async fn enqueue_many(
             Some(a) if a.archived_at.is_some() => {
                 Err(Error::Conflict("the agent is archived".into()))
             }
-            Some(a) if a.runtime_status != RuntimeStatus::Online => {
-                Err(Error::RuntimeOffline(a.runtime_id))
-            }
+            Some(a) if a.runtime_status != RuntimeStatus::Online => Err(match a.runtime_id {
+                Some(id) => Error::runtime_offline(id),
+                None => Error::RuntimeOffline("no runtime of the agent's pool is online".into()),
+            }),
             Some(a) => Ok(a.runtime_id),
         };
         match admitted {
@@ -297,6 +298,29 @@ pub async fn claim(
     runtime: RuntimeId,
     max: i64,
 ) -> Result<ClaimResult> {
+    // Claims on different runtimes that dispatch tasks of the same concurrency keys take the keys'
+    // locks (the gate trigger) in whatever order their rows come: PostgreSQL breaks such a cycle by
+    // failing one of them, which then claims again.
+    let mut tries = 0;
+    loop {
+        match claim_once(app, ws, runtime, max).await {
+            Err(Error::Database(sqlx::Error::Database(e)))
+                if e.code().as_deref() == Some("40P01") && tries < 3 =>
+            {
+                tries += 1;
+                metrics::counter!("paddock_claim_deadlocks_total").increment(1);
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn claim_once(
+    app: &App,
+    ws: WorkspaceId,
+    runtime: RuntimeId,
+    max: i64,
+) -> Result<ClaimResult> {
     let mut tx = db::begin_hot(&app.pool).await?;
     db::runtimes::lock_for_claim(&mut tx, runtime).await?;
     let aging = db::tasks::aging_step(app.settings.priority_aging);
@@ -307,7 +331,7 @@ pub async fn claim(
             .await?
             .ok_or(Error::NotFound("runtime"))?;
         if rt.status != RuntimeStatus::Online {
-            return Err(Error::RuntimeOffline(runtime));
+            return Err(Error::runtime_offline(runtime));
         }
     }
     let mut ch = Changes::from(claimed.iter().map(events::dispatched).collect::<Vec<_>>());

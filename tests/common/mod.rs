@@ -384,7 +384,8 @@ impl TestApp {
     pub async fn agent(&self, ws: &Ws, runtime: &str, max_concurrent_tasks: i64) -> String {
         let body = wire::CreateAgent {
             name: "agent".to_owned().try_into().unwrap(),
-            runtime_id: runtime.parse().unwrap(),
+            runtime_id: Some(runtime.parse().unwrap()),
+            runtime_selector: None,
             max_concurrent_tasks: max_concurrent_tasks.try_into().unwrap(),
             definition: json!({ "model": "test" }).as_object().unwrap().clone(),
         };

@@ -5,12 +5,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::enums::AgentStatus;
 use crate::ids::{AgentId, RuntimeId};
-use crate::values::{JsonObject, MaxConcurrentTasks, Name};
+use crate::values::{JsonObject, Labels, MaxConcurrentTasks, Name};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agent {
     pub id: AgentId,
-    pub runtime_id: RuntimeId,
+    /// The runtime the agent is bound to; null for a pool agent.
+    pub runtime_id: Option<RuntimeId>,
+    /// The pool a pool agent's tasks go to (null for an agent bound to a runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_selector: Option<RuntimeSelector>,
     pub name: String,
     pub max_concurrent_tasks: i32,
     #[schema(value_type = Object)]
@@ -24,12 +28,25 @@ pub struct Agent {
     pub updated_at: DateTime<Utc>,
 }
 
-/// `POST /agents`.
+/// A pool (DESIGN §12): any online runtime of the workspace with this provider whose labels include
+/// these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSelector {
+    pub provider: Name,
+    #[serde(default)]
+    pub labels: Labels,
+}
+
+/// `POST /agents`: bound to one runtime (`runtime_id`) or to a pool (`runtime_selector`), not both.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgent {
     pub name: Name,
-    pub runtime_id: RuntimeId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<RuntimeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_selector: Option<RuntimeSelector>,
     #[serde(default)]
     pub max_concurrent_tasks: MaxConcurrentTasks,
     #[schema(value_type = Object)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::enums::{HeartbeatStatus, RuntimeStatus};
 use crate::ids::RuntimeId;
 use crate::tasks::CancelNotice;
-use crate::values::{MaxConcurrency, Name};
+use crate::values::{Labels, MaxConcurrency, Name};
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Runtime {
@@ -20,6 +20,9 @@ pub struct Runtime {
     pub status: RuntimeStatus,
     /// A draining runtime gets no new claims; its running tasks finish (`POST /runtimes/{id}/drain`).
     pub draining: bool,
+    /// What pools select runtimes by (`runtime_selector` of an agent).
+    #[schema(value_type = Object)]
+    pub labels: std::collections::BTreeMap<String, String>,
     pub last_seen_at: DateTime<Utc>,
     pub offline_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -37,6 +40,9 @@ pub struct Register {
     pub version: Option<Name>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<MaxConcurrency>,
+    /// Labels pools select by; a re-registration replaces them (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

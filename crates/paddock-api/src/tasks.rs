@@ -16,7 +16,9 @@ use crate::values::{
 pub struct Task {
     pub id: TaskId,
     pub agent_id: AgentId,
-    pub runtime_id: RuntimeId,
+    /// The runtime of its agent, or (a pool agent's task) of its latest dispatch; null for a pool
+    /// agent's task not dispatched yet.
+    pub runtime_id: Option<RuntimeId>,
     pub status: TaskStatus,
     pub priority: i32,
     #[schema(value_type = Object)]

@@ -162,6 +162,62 @@ impl utoipa::PartialSchema for DurationMs {
 
 impl utoipa::ToSchema for DurationMs {}
 
+/// Labels of a runtime (and what a pool asks of them): at most 32, keys of 1 to 63 characters,
+/// values of at most 200.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    try_from = "std::collections::BTreeMap<String, String>",
+    into = "std::collections::BTreeMap<String, String>"
+)]
+pub struct Labels(std::collections::BTreeMap<String, String>);
+
+impl utoipa::PartialSchema for Labels {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Object)
+            .additional_properties(Some(string_schema(None, Some(200), None)))
+            .max_properties(Some(32))
+            .description(Some(
+                "string labels: at most 32, keys of 1 to 63 characters",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Labels {}
+
+impl Labels {
+    pub fn as_map(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl TryFrom<std::collections::BTreeMap<String, String>> for Labels {
+    type Error = String;
+    fn try_from(m: std::collections::BTreeMap<String, String>) -> Result<Self, String> {
+        if m.len() > 32 {
+            return Err(format!("at most 32 labels, got {}", m.len()));
+        }
+        for (k, v) in &m {
+            if !(1..=63).contains(&k.chars().count()) {
+                return Err(format!("label key `{k}` must be 1 to 63 characters"));
+            }
+            if v.chars().count() > 200 {
+                return Err(format!(
+                    "label `{k}`: the value must be at most 200 characters"
+                ));
+            }
+        }
+        Ok(Self(m))
+    }
+}
+
+impl From<Labels> for std::collections::BTreeMap<String, String> {
+    fn from(l: Labels) -> Self {
+        l.0
+    }
+}
+
 /// A concurrency key: 1 to 200 characters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

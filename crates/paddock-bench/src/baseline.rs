@@ -14,13 +14,14 @@ use super::drain::{Fleet, share};
 use super::harness::run_clients;
 use super::stats::{Latencies, progress};
 
-/// Baseline claim: the best `$2` queued rows of one agent, locked with SKIP LOCKED, dispatched with
-/// a fresh attempt id (what `queries/tasks/claim.sql` does, minus the slot accounting).
+/// Baseline claim: the best `$2` queued rows of one agent in claim order (tasks_claim), locked with
+/// SKIP LOCKED, dispatched with a fresh attempt id (what `queries/tasks/claim.sql` does, minus the
+/// slot accounting, fairness and keys).
 const CLAIM: &str = "\
 WITH picked AS (
     SELECT id FROM tasks
     WHERE agent_id = $1 AND status = 'queued' AND run_after <= now()
-    ORDER BY priority DESC, seq
+    ORDER BY claim_key, seq
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 )

@@ -1,12 +1,16 @@
 //! `bench drain`: N no-op tasks through the whole daemon protocol over real HTTP.
 //!
 //! Set-up: a workspace, D runtimes with one agent each (`max_concurrent_tasks` = B), N tasks
-//! enqueued round-robin over the agents with concurrent `POST /tasks`. Then D simulated daemons,
+//! enqueued round-robin over the agents with concurrent `POST /tasks/batch`. Then D simulated daemons,
 //! one per runtime, loop: claim up to B (long poll), then report `start` and `complete` for the
 //! batch — in one `POST /daemon/report` (each task's start, then its complete), or with
 //! `--separate-reports` in two — until their share is done.
-//! Throughput runs from the first claim to the last completion. The server is then stopped and the
-//! baseline drains a fresh set of N rows with plain SQL at the same concurrency.
+//! Throughput runs from the first claim to the last completion. With `--agents-per-runtime A` or
+//! `--keys K`, the same server then drains N more tasks dealt over A agents per runtime (each
+//! claim serving them in turn) carrying K concurrency keys, and prints that drain beside the first:
+//! the cost of fairness and keys. The server is then stopped and the baseline drains a fresh set
+//! of N rows with plain SQL at the same concurrency; the graphile-worker peer follows when
+//! `--peers` has its `run.sh`.
 
 use std::time::{Duration, Instant};
 
@@ -36,9 +40,18 @@ pub struct DrainArgs {
     /// Long-poll wait of each claim, in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=30000))]
     wait_ms: u64,
-    /// Concurrent `POST /tasks` while enqueueing.
-    #[arg(long, default_value_t = 32)]
+    /// Concurrent `POST /tasks/batch` (of 1000 tasks) while enqueueing.
+    #[arg(long, default_value_t = 4)]
     enqueue_concurrency: usize,
+    /// Agents per runtime in a second drain of the same run (the tasks dealt over all of them, so
+    /// every claim serves several agents in turn): the cost of fairness, beside the first drain's
+    /// one agent per runtime.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    agents_per_runtime: u64,
+    /// Concurrency keys in that second drain: task i gets key `key-(i mod K)` with a limit that
+    /// never binds (10000), so the figure is the cost of the check. 0: no keys.
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
     /// Report `start` and `complete` in two `POST /daemon/report` calls per batch, as a daemon whose
     /// tasks take time must. By default a batch of no-op tasks is reported in one call: every
     /// task's `start` then its `complete` (applied in order, each fenced and with its event).
@@ -65,13 +78,21 @@ pub fn share(tasks: u64, workers: u64, worker: u64) -> u64 {
 pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow::Result<Summary> {
     ensure!(args.tasks > 0, "--tasks must be at least 1");
     let server = Server::start(settings(services, db)).await?;
-    let fleet = fleet(&server, args.daemons, args.batch).await?;
+    let fleet = fleet(&server, args.daemons, 1, args.batch).await?;
 
     let t_enqueue = Instant::now();
-    enqueue(&server.api, &fleet, args).await?;
+    enqueue(&server.api, &fleet, args, 0).await?;
     let enqueue_time = t_enqueue.elapsed();
 
     let drained = drain(server.addr, &fleet, args).await?;
+    // The same drain with several agents per runtime and concurrency keys, in a workspace of its own.
+    let variant = if args.agents_per_runtime > 1 || args.keys > 0 {
+        let v = self::fleet(&server, args.daemons, args.agents_per_runtime, args.batch).await?;
+        enqueue(&server.api, &v, args, args.keys).await?;
+        Some(drain(server.addr, &v, args).await?)
+    } else {
+        None
+    };
     server.stop().await?;
 
     let pool = db.pool(args.daemons as u32 + 1).await?;
@@ -93,7 +114,7 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
         }
     ));
     s.line(format!(
-        "  enqueue    {:>9.0} tasks/s  ({} POST /tasks in {:.2} s, {} concurrent)",
+        "  enqueue    {:>9.0} tasks/s  ({} tasks by POST /tasks/batch of 1000 in {:.2} s, {} concurrent)",
         per_sec(args.tasks, enqueue_time),
         args.tasks,
         enqueue_time.as_secs_f64(),
@@ -114,6 +135,20 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
         "  ratio      {:>9.2} × baseline",
         ratio(tps, base_tps)
     ));
+    if let Some(v) = &variant {
+        let vtps = per_sec(args.tasks, v.elapsed);
+        s.line(format!(
+            "  scheduled  {vtps:>9.0} tasks/s  ({:.2} s; {} agents per runtime, {} keys) → {:.2} × the drain above",
+            v.elapsed.as_secs_f64(),
+            args.agents_per_runtime,
+            args.keys,
+            ratio(vtps, tps)
+        ));
+        s.num("scheduled_tasks_per_sec", vtps);
+        s.num("scheduled_ratio", ratio(vtps, tps));
+        s.int("agents_per_runtime", args.agents_per_runtime);
+        s.int("keys", args.keys);
+    }
     match peer {
         Some(p) => {
             s.line(format!(
@@ -164,8 +199,15 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
     Ok(s)
 }
 
-/// A workspace, `daemons` runtimes and one agent per runtime taking `slots` tasks at a time.
-pub async fn fleet(server: &Server, daemons: u64, slots: u64) -> anyhow::Result<Fleet> {
+/// A workspace, `daemons` runtimes and `per_runtime` agents on each taking `slots` tasks at a time.
+/// Agent `i` is on runtime `i mod daemons`, so tasks dealt round-robin over the agents land on the
+/// runtimes round-robin too.
+pub async fn fleet(
+    server: &Server,
+    daemons: u64,
+    per_runtime: u64,
+    slots: u64,
+) -> anyhow::Result<Fleet> {
     let ws = server.workspace().await?;
     let mut runtimes = Vec::new();
     let mut agents = Vec::new();
@@ -180,17 +222,20 @@ pub async fn fleet(server: &Server, daemons: u64, slots: u64) -> anyhow::Result<
             .await?;
         let runtime: Uuid = serde_json::from_value(reg["runtime_id"].clone())
             .context("register answered no runtime_id")?;
+        runtimes.push(runtime);
+    }
+    for i in 0..daemons * per_runtime {
+        let runtime = runtimes[(i % daemons) as usize];
         let agent: Value = server
             .api
             .post(
                 "/api/v1/agents",
                 &ws.member,
-                &json!({ "name": format!("bench-agent-{d}"), "runtime_id": runtime,
+                &json!({ "name": format!("bench-agent-{i}"), "runtime_id": runtime,
                          "max_concurrent_tasks": slots, "definition": { "noop": true } }),
             )
             .await?;
         agents.push(serde_json::from_value(agent["id"].clone()).context("agent without id")?);
-        runtimes.push(runtime);
     }
     Ok(Fleet {
         ws,
@@ -199,22 +244,37 @@ pub async fn fleet(server: &Server, daemons: u64, slots: u64) -> anyhow::Result<
     })
 }
 
-/// N `POST /tasks`, round-robin over the agents, `enqueue_concurrency` at a time.
-async fn enqueue(api: &Api, fleet: &Fleet, args: &DrainArgs) -> anyhow::Result<()> {
+/// N tasks by `POST /tasks/batch` of 1000, round-robin over the agents, `enqueue_concurrency`
+/// batches at a time; with `keys` > 0, task i carries key `key-(i mod keys)` under a limit that
+/// never binds.
+async fn enqueue(api: &Api, fleet: &Fleet, args: &DrainArgs, keys: u64) -> anyhow::Result<()> {
+    const BATCH: u64 = 1000;
     let bar = progress(Some(args.tasks), "enqueue");
-    let mut calls = futures::stream::iter(0..args.tasks)
-        .map(|i| {
-            let agent = fleet.agents[(i % fleet.agents.len() as u64) as usize];
-            let body = json!({ "agent_id": agent, "payload": { "noop": i } });
+    let batches = args.tasks.div_ceil(BATCH);
+    let mut calls = futures::stream::iter(0..batches)
+        .map(|b| {
+            let tasks: Vec<Value> = (b * BATCH..((b + 1) * BATCH).min(args.tasks))
+                .map(|i| {
+                    let agent = fleet.agents[(i % fleet.agents.len() as u64) as usize];
+                    let mut t = json!({ "agent_id": agent, "payload": { "noop": i } });
+                    if keys > 0 {
+                        t["concurrency_key"] = json!(format!("key-{}", i % keys));
+                        t["concurrency_limit"] = json!(10_000);
+                    }
+                    t
+                })
+                .collect();
+            let n = tasks.len() as u64;
+            let body = json!({ "tasks": tasks });
             async move {
-                api.post::<serde::de::IgnoredAny>("/api/v1/tasks", &fleet.ws.member, &body)
+                api.post::<serde::de::IgnoredAny>("/api/v1/tasks/batch", &fleet.ws.member, &body)
                     .await
+                    .map(|_| n)
             }
         })
         .buffer_unordered(args.enqueue_concurrency.max(1));
     while let Some(res) = calls.next().await {
-        res?;
-        bar.inc(1);
+        bar.inc(res?);
     }
     bar.finish_and_clear();
     Ok(())

@@ -50,7 +50,7 @@ struct ItemStatus {
 pub async fn run(services: &Services, db: &BenchDb, args: &EnqueueArgs) -> anyhow::Result<Summary> {
     ensure!(args.tasks > 0, "--tasks must be at least 1");
     let server = Server::start(settings(services, db)).await?;
-    let fleet = fleet(&server, args.agents, 1).await?;
+    let fleet = fleet(&server, args.agents, 1, 1).await?;
     let (elapsed, calls) = enqueue(server.addr, &fleet, args).await?;
     server.stop().await?;
 

@@ -8,12 +8,17 @@
 //! * `enqueue` — N tasks in batches of B through `POST /tasks/batch`; peer: graphile-worker's
 //!   `add_jobs` of N jobs in batches of B on the same server; baseline: the same rows inserted
 //!   with one plain `INSERT … SELECT FROM unnest` per batch.
+//! * `fleet` — N idle daemons, each holding a long-poll claim and heartbeating, and a trickle of
+//!   tasks: the server's memory and PostgreSQL connections beside the same server with none, with
+//!   heartbeat and wake-up latency.
 //! * `heartbeat` — R runtimes heartbeating over HTTP as fast as the load allows; baseline: one
 //!   `UPDATE runtimes SET last_seen_at` per heartbeat.
 //! * `transcript` — A attempts posting batches of transcript messages while W sockets watch;
 //!   baseline: the same rows inserted with one `INSERT … SELECT FROM unnest` per batch.
 //! * `daemon` — an idle `paddock daemon` with one runtime per provider: its CPU and memory beside
 //!   the budget it is held to.
+//! * `ws` — S event-stream sockets over two replicas while tasks are enqueued at R per second:
+//!   commit → socket latency, on the writing replica and through the cross-replica feed.
 //! * `slow-readers` — W event-stream sockets that never read while R progress reports of S bytes go
 //!   out: the server memory they add and the API's p99 beside the same reports with no socket.
 //! * `sweep` — one sweeper tick (`paddock sweep`) and server start-up, with and without H rows of
@@ -26,6 +31,7 @@ mod baseline;
 mod daemon;
 mod drain;
 mod enqueue;
+mod fleet;
 mod harness;
 mod heartbeat;
 mod http;
@@ -35,6 +41,7 @@ mod stats;
 mod sweep;
 mod sweep_seed;
 mod transcript;
+mod ws_fanout;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -80,6 +87,8 @@ enum Scenario {
     Drain(drain::DrainArgs),
     /// Tasks/s through `POST /tasks/batch`, beside graphile-worker's `add_jobs` in the same run.
     Enqueue(enqueue::EnqueueArgs),
+    /// Server memory, PostgreSQL connections, heartbeat and wake-up latency with N idle daemons.
+    Fleet(fleet::FleetArgs),
     /// Heartbeats/s and their latency with many registered runtimes.
     Heartbeat(heartbeat::HeartbeatArgs),
     /// Sweeper tick and start-up time with and without a large task history.
@@ -88,6 +97,8 @@ enum Scenario {
     Daemon(daemon::DaemonArgs),
     /// Transcript messages/s posted by running attempts, and their latency to live WebSocket watchers.
     Transcript(transcript::TranscriptArgs),
+    /// Commit → socket latency of events fanned out to WebSocket clients over two replicas.
+    Ws(ws_fanout::WsArgs),
     /// Server memory and API latency while WebSocket clients that never read are sent events.
     SlowReaders(slow_readers::SlowReadersArgs),
 }
@@ -122,10 +133,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         match &args.scenario {
             Scenario::Drain(a) => drain::run(&services, &db, a).await,
             Scenario::Enqueue(a) => enqueue::run(&services, &db, a).await,
+            Scenario::Fleet(a) => fleet::run(&services, &db, a).await,
             Scenario::Heartbeat(a) => heartbeat::run(&services, &db, a).await,
             Scenario::Sweep(a) => sweep::run(&services, &db, a).await,
             Scenario::Transcript(a) => transcript::run(&services, &db, a).await,
             Scenario::Daemon(a) => daemon::run(&services, &db, a).await,
+            Scenario::Ws(a) => ws_fanout::run(&services, &db, a).await,
             Scenario::SlowReaders(a) => slow_readers::run(&services, &db, a).await,
         }
     };

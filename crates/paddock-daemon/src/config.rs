@@ -32,6 +32,11 @@ pub struct DaemonArgs {
     #[arg(long = "provider", env = "PADDOCK_PROVIDERS", value_delimiter = ',')]
     pub providers: Vec<String>,
 
+    /// A label of this daemon's runtimes, `key=value`, that pools select by (an agent's
+    /// `runtime_selector.labels`); repeat it, or give a comma-separated list in the environment.
+    #[arg(long = "label", env = "PADDOCK_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+
     /// Attempts each runtime runs at once (registered as the runtime's `max_concurrency`).
     #[arg(long, env = "PADDOCK_MAX_CONCURRENCY", default_value_t = 4)]
     pub max_concurrency: u32,
@@ -85,6 +90,8 @@ pub struct Config {
     pub daemon_id: String,
     pub providers: Vec<Provider>,
     pub max_concurrency: u32,
+    /// Registered with every runtime.
+    pub labels: paddock_api::values::Labels,
     pub state_dir: PathBuf,
     pub work_root: PathBuf,
     pub kill_grace: Duration,
@@ -141,6 +148,18 @@ impl DaemonArgs {
             None => hostname(),
         };
         let providers = providers(&self.providers, &self.claude_bin, &self.codex_bin)?;
+        let mut labels = std::collections::BTreeMap::new();
+        for l in &self.labels {
+            let Some((k, v)) = l.split_once('=') else {
+                return Err(bad(
+                    "--label (PADDOCK_LABELS)",
+                    format!("`{l}` is not key=value"),
+                ));
+            };
+            labels.insert(k.trim().to_owned(), v.trim().to_owned());
+        }
+        let labels = paddock_api::values::Labels::try_from(labels)
+            .map_err(|why| bad("--label (PADDOCK_LABELS)", why))?;
         let home = || std::env::var_os("HOME").map(PathBuf::from);
         let under_home = |sub: &str, setting: &'static str| {
             home()
@@ -167,6 +186,7 @@ impl DaemonArgs {
             daemon_id,
             providers,
             max_concurrency: self.max_concurrency,
+            labels,
             state_dir,
             work_root,
             kill_grace: self.kill_grace,

@@ -151,6 +151,7 @@ async fn register(
                 .try_into()
                 .map_err(anyhow::Error::msg)?,
         ),
+        labels: Some(cfg.labels.clone()),
     };
     let mut tries = 0u32;
     loop {

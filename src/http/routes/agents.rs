@@ -21,9 +21,15 @@ pub async fn create(
     State(state): State<AppState>,
     Json(body): Json<CreateAgent>,
 ) -> ApiResult<(StatusCode, axum::Json<Agent>)> {
+    if body.runtime_id.is_some() == body.runtime_selector.is_some() {
+        return Err(ApiError::validation(
+            "give either runtime_id (an agent bound to one runtime) or runtime_selector (a pool)",
+        ));
+    }
     let new = NewAgent {
         workspace: ws,
         runtime: body.runtime_id,
+        selector: body.runtime_selector.as_ref(),
         name: body.name.as_str(),
         max_concurrent_tasks: body.max_concurrent_tasks.get(),
         definition: &body.definition,

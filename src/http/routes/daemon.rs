@@ -22,6 +22,9 @@ use crate::ids::{AgentId, RuntimeId};
 use crate::service;
 use crate::state::AppState;
 
+static NO_LABELS: std::sync::LazyLock<paddock_api::values::Labels> =
+    std::sync::LazyLock::new(Default::default);
+
 /// Most runtimes one heartbeat or deregistration may name.
 const MAX_RUNTIMES_PER_CALL: usize = 1000;
 
@@ -39,6 +42,7 @@ pub async fn register(
         name: body.name.as_ref().map(Name::as_str),
         version: body.version.as_ref().map(Name::as_str),
         max_concurrency: body.max_concurrency.map(MaxConcurrency::get),
+        labels: body.labels.as_ref().unwrap_or(&NO_LABELS),
     };
     let (reg, created) = service::runtimes::register(&state, &new).await?;
     let status = if created {
