@@ -320,7 +320,7 @@ async fn redis_outage_longer_than_stale_threshold_marks_no_live_runtime_offline(
     );
     // The target is 20 ms; in this debug build the 20 daemons' heartbeats arrive in one burst
     // per tick and queue for the CPU (the Postgres path costs more CPU than the Redis one), so the
-    // bound is also relative to the same bursts with Redis up (the figures are printed).
+    // bound is looser, and relative to the same bursts with Redis up (the figures are printed).
     let mut lat_ok: Vec<Duration> = beats
         .iter()
         .filter(|b| b.sent < down_at)
@@ -336,7 +336,9 @@ async fn redis_outage_longer_than_stale_threshold_marks_no_live_runtime_offline(
         "a heartbeat waited on Redis with its breaker open: max {:?}",
         lat_open.last()
     );
-    let bound = Duration::from_millis(20).max(percentile(&lat_ok, 0.99) * 4);
+    // A floor of 50 ms: on two busy cores a burst's p99 has measured 30–37 ms with Redis up p99
+    // as low as 7 ms; a heartbeat that waited on Redis would take 300 ms.
+    let bound = Duration::from_millis(50).max(percentile(&lat_ok, 0.99) * 4);
     assert!(
         percentile(&lat_open, 0.99) < bound,
         "heartbeats with Redis down: p99 {:?} (bound {bound:?}; p50 {:?}, max {:?}; with Redis up p99 {:?})",
