@@ -9,8 +9,8 @@
 --   claim_key, seq WHERE queued; ascending claim_key is descending effective priority under aging),
 --   skipping tasks whose concurrency key is at its limit (tasks_active_key) and, for a pool agent,
 --   retries held for the runtime their session was reported on (while it is online and not
---   draining, for 60 s after they became claimable), at most as many as the
---   agent has free slots, locked with SKIP LOCKED so concurrent claimers never take the same row.
+--   draining, for 60 s after they became claimable), at most the agent's free slots and $3, locked
+--   with SKIP LOCKED so concurrent claimers never take the same row.
 -- * picked: the best candidates, at most $3 and the runtime's free slots, in this order:
 --   effective priority (priority + one step per full $4 ms waited) first; then the agents in turn
 --   (each agent's first candidate, then each one's second, ...), the agent served least recently
@@ -20,7 +20,7 @@
 -- agents that got tasks are set `working` and stamped `last_claimed_at`; `agent_was` tells which of
 -- them changed, for their agent.status events. The concurrency gate (trigger
 -- tasks_concurrency_gate) leaves a row queued if a claim on another runtime took the key's last
--- slot meanwhile.
+-- slot meanwhile; the key locks it needs are taken first, in key order (key_locks).
 --
 -- The caller holds the runtime's advisory lock, taken by an earlier statement so that this one's
 -- snapshot sees every claim committed before it: the slot counts cannot change under it. The agents
@@ -76,7 +76,7 @@ candidates AS (
                               WHERE s.id = (t.session ->> 'runtime_id')::uuid
                                 AND s.status = 'online' AND NOT s.draining))
         ORDER BY t.claim_key, t.seq
-        LIMIT greatest(room.free, 0)
+        LIMIT least(greatest(room.free, 0), $3)
         FOR UPDATE OF t SKIP LOCKED
     ) c
 ),
@@ -88,12 +88,20 @@ ordered AS (
     FROM candidates cd
 ),
 picked AS (
-    SELECT o.id, row_number() OVER (ORDER BY o.effective DESC, o.turn, o.last_claimed_at NULLS FIRST,
+    SELECT o.id, o.concurrency_key, row_number() OVER (ORDER BY o.effective DESC, o.turn, o.last_claimed_at NULLS FIRST,
                                              o.claim_key, o.seq) AS pick
     FROM ordered o
     WHERE o.concurrency_key IS NULL OR o.key_turn <= o.concurrency_limit - o.key_active
     ORDER BY o.effective DESC, o.turn, o.last_claimed_at NULLS FIRST, o.claim_key, o.seq
     LIMIT least($3, coalesce((SELECT greatest(free, 0) FROM runtime), 0))
+),
+-- The picked tasks' keys, locked before any row is updated and in one order for every claimer, so
+-- that the gate trigger finds them held (its own lock is then a no-op) and two claims sharing keys
+-- wait for each other instead of deadlocking.
+key_locks AS (
+    SELECT pg_advisory_xact_lock(7001, hashtext($2::text || '/' || k.concurrency_key))
+    FROM (SELECT DISTINCT concurrency_key FROM picked WHERE concurrency_key IS NOT NULL
+          ORDER BY concurrency_key) k
 ),
 dispatched AS (
     UPDATE tasks t
@@ -109,7 +117,7 @@ dispatched AS (
         unlisted_since = NULL,
         deadline = CASE WHEN t.dispatch_timeout_ms > 0 THEN now() + t.dispatch_timeout_ms * interval '1 ms' END
     FROM picked
-    WHERE t.id = picked.id
+    WHERE t.id = picked.id AND (SELECT count(*) FROM key_locks) >= 0
     RETURNING t.id, t.workspace_id, t.agent_id, t.runtime_id, t.attempt_id, t.attempt, t.priority,
               t.payload, t.enqueued_at, t.seq, t.session, picked.pick
 ),

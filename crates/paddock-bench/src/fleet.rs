@@ -1,7 +1,8 @@
 //! `bench fleet`: what a fleet of idle daemons costs one server.
 //!
 //! For each N of `--daemons` (a fresh server, in a process of its own, each time): N runtimes with
-//! one agent each; every simulated daemon holds a long-poll claim (`wait_ms` 30000) on a keep-alive
+//! one agent each; every simulated daemon holds a long-poll claim (`wait_ms` 30000; the first one
+//! a random 1–30 s, as daemons that joined at different moments) on a keep-alive
 //! connection of its own, and heartbeats its runtime every `heartbeat_interval` over a shared pool
 //! of connections; a trickle of tasks goes to random agents, each completed by the daemon that got
 //! it. After the fleet is up and a warm-up, for `--seconds`: the server's resident memory (peak),
@@ -151,10 +152,17 @@ async fn fleet(services: &Services, db: &BenchDb, args: &FleetArgs, n: u64) -> a
             (stop.clone(), sent.clone(), wake.clone(), measuring.clone());
         daemons.spawn(async move {
             let claim = format!(r#"{{"runtime_id":"{rt}","max_tasks":1,"wait_ms":30000}}"#);
+            // The fleet's daemons joined at different moments: the first poll of each waits a
+            // random part of 30 s, so their polls do not all end at once 30 s from now.
+            let first = format!(
+                r#"{{"runtime_id":"{rt}","max_tasks":1,"wait_ms":{}}}"#,
+                rand::random_range(1000..=30000)
+            );
+            let mut body = first;
             loop {
                 let answer = tokio::select! {
                     _ = stop.cancelled() => return anyhow::Ok(()),
-                    a = conn.post("/api/v1/daemon/claim", claim.clone()) => a?,
+                    a = conn.post("/api/v1/daemon/claim", std::mem::replace(&mut body, claim.clone())) => a?,
                 };
                 let got = Instant::now();
                 let reply: ClaimReply = serde_json::from_slice(&answer)?;

@@ -116,7 +116,7 @@ pub async fn claim(
     State(state): State<AppState>,
     Json(body): Json<Claim>,
 ) -> ApiResult<axum::Json<ClaimReply>> {
-    let deadline = Instant::now() + Duration::from_millis(body.wait_ms.get());
+    let deadline = Instant::now() + long_poll_wait(body.wait_ms.get());
     let notify = state.hub.waker.subscribe(ws, body.runtime_id);
     let mut waited = false;
     loop {
@@ -124,7 +124,15 @@ pub async fn claim(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let res = service::tasks::claim(&state, ws, body.runtime_id, body.max_tasks.get()).await?;
+        // Boxed: the claim's future (its queries' state) is large, and a long poll that then waits
+        // would carry its size for the whole wait; 10k waiting daemons are 10k of them.
+        let res = Box::pin(service::tasks::claim(
+            &state,
+            ws,
+            body.runtime_id,
+            body.max_tasks.get(),
+        ))
+        .await?;
         let done = !res.tasks.is_empty()
             || !res.cancel.is_empty()
             || Instant::now() >= deadline
@@ -177,4 +185,17 @@ pub async fn definition(
         definition: def.definition,
     };
     Ok(([(header::ETAG, etag_value)], axum::Json(body)).into_response())
+}
+
+/// How long a long poll with nothing to claim waits: `wait_ms`, less a random tenth of it. Daemons
+/// started together (a deploy, a fleet restart, a replica's sockets coming back) would otherwise
+/// time out together and re-claim in one burst every `wait_ms`; the jitter spreads them out a
+/// little more each round.
+fn long_poll_wait(wait_ms: u64) -> Duration {
+    let jitter = if wait_ms >= 1000 {
+        rand::random_range(0..=wait_ms / 10)
+    } else {
+        0
+    };
+    Duration::from_millis(wait_ms - jitter)
 }
