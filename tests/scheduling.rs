@@ -48,12 +48,12 @@ async fn enqueue_n(app: &TestApp, ws: &Ws, agent: &str, n: usize, extra: Value) 
 async fn finish(app: &TestApp, ws: &Ws, claimed: &Value) {
     let (id, att) = (s(&claimed["task_id"]), s(&claimed["attempt_id"]));
     let r = app
-        .report(&ws, &id, "start", json!({ "attempt_id": att }))
+        .report(ws, &id, "start", json!({ "attempt_id": att }))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let r = app
         .report(
-            &ws,
+            ws,
             &id,
             "complete",
             json!({ "attempt_id": att, "result": {} }),
@@ -96,19 +96,19 @@ async fn a_small_agents_task_is_claimed_while_a_large_agents_backlog_waits() {
     let c = app.claim(&ws, &rt, 1, 0).await;
     assert_eq!(
         ids_of(&c),
-        [backlog[2].clone()],
+        std::slice::from_ref(&backlog[2]),
         "both served last claim: FIFO"
     );
     let c = app.claim(&ws, &rt, 1, 0).await;
     assert_eq!(
         ids_of(&c),
-        [more[0].clone()],
+        std::slice::from_ref(&more[0]),
         "the small agent was served least recently"
     );
     // A higher priority still wins over fairness.
     let urgent = enqueue_n(&app, &ws, &big, 1, json!({ "priority": 5 })).await;
     let c = app.claim(&ws, &rt, 1, 0).await;
-    assert_eq!(ids_of(&c), [urgent[0].clone()]);
+    assert_eq!(ids_of(&c), std::slice::from_ref(&urgent[0]));
 }
 
 // ───────────────────────────── aging ─────────────────────────────
@@ -584,14 +584,14 @@ async fn blocked_names_the_first_reason_and_behind_position_1_is_claimed_next() 
     );
     assert_eq!(
         ids_of(&app.claim(&ws, &rt, 1, 0).await),
-        [q[0].clone()],
+        std::slice::from_ref(&q[0]),
         "position 1 goes next"
     );
     assert_eq!(why(q[1].clone()).await["position"], 1);
 
     // The agent's slots: 2, one taken; take the second.
     let c2 = app.claim(&ws, &rt, 1, 0).await;
-    assert_eq!(ids_of(&c2), [q[1].clone()]);
+    assert_eq!(ids_of(&c2), std::slice::from_ref(&q[1]));
     let b = why(q[2].clone()).await;
     assert_eq!(b["reason"], "agent_at_capacity", "{b}");
     assert_eq!(b["detail"], "2 of the agent's 2 slots in use");
@@ -798,7 +798,10 @@ async fn a_pool_agents_tasks_go_to_any_online_runtime_of_its_pool() {
         ids_of(&app.claim(&ws, &c, 5, 0).await).is_empty(),
         "provider differs"
     );
-    assert_eq!(ids_of(&app.claim(&ws, &a, 5, 0).await), [id.clone()]);
+    assert_eq!(
+        ids_of(&app.claim(&ws, &a, 5, 0).await),
+        std::slice::from_ref(&id)
+    );
     let t = task(&app, &ws, &id).await;
     assert_eq!(t["runtime_id"], json!(a));
     assert_eq!(t["attempts"][0]["runtime_id"], json!(a));
@@ -950,7 +953,7 @@ async fn a_retry_of_a_pool_task_prefers_the_runtime_that_holds_its_session() {
         "held for the runtime with the session"
     );
     let c = app.claim(&ws, &a, 1, 0).await;
-    assert_eq!(ids_of(&c), [id.clone()]);
+    assert_eq!(ids_of(&c), std::slice::from_ref(&id));
     assert_eq!(c["tasks"][0]["prior_session"]["id"], "sess-1", "{c}");
 
     // With the session's runtime gone, any runtime of the pool takes the retry.
@@ -968,7 +971,7 @@ async fn a_retry_of_a_pool_task_prefers_the_runtime_that_holds_its_session() {
     eventually(
         Duration::from_secs(5),
         "another runtime takes it",
-        || async { ids_of(&app.claim(&ws, &b, 1, 0).await) == [id.clone()] },
+        || async { ids_of(&app.claim(&ws, &b, 1, 0).await) == std::slice::from_ref(&id) },
     )
     .await;
 }

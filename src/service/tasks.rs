@@ -55,7 +55,7 @@ pub async fn enqueue_many(
 
     /// Where an item's outcome comes from once the insert has run.
     enum Slot {
-        Done(Enqueued),
+        Done(Box<Enqueued>),
         /// Inserted now, unless a concurrent enqueue took its key first.
         New(TaskId),
         /// An earlier item of this batch carries the same key.
@@ -91,7 +91,7 @@ pub async fn enqueue_many(
     for item in items {
         if let Some(key) = item.idempotency_key {
             if let Some(t) = by_key.get(key) {
-                slots.push(Slot::Done(Ok((t.clone(), false))));
+                slots.push(Slot::Done(Box::new(Ok((t.clone(), false)))));
                 continue;
             }
             if taken.contains(key) {
@@ -111,7 +111,7 @@ pub async fn enqueue_many(
             Some(a) => Ok(a.runtime_id),
         };
         match admitted {
-            Err(e) => slots.push(Slot::Done(Err(e))),
+            Err(e) => slots.push(Slot::Done(Box::new(Err(e)))),
             Ok(runtime) => {
                 taken.extend(item.idempotency_key);
                 let id = TaskId::new();
@@ -177,7 +177,7 @@ pub async fn enqueue_many(
         .into_iter()
         .zip(items)
         .map(|(slot, item)| match slot {
-            Slot::Done(outcome) => outcome,
+            Slot::Done(outcome) => *outcome,
             Slot::New(id) => match created.remove(&id) {
                 Some(t) => Ok((t, true)),
                 None => existing(item.idempotency_key),
