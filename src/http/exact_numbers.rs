@@ -7,6 +7,11 @@
 //! internally tagged enum and flattened struct that holds a number (serde's buffered content), and
 //! features are unified across the workspace. So the JSON extractor checks the body's number
 //! literals and answers 422 for one that would not survive: the client can send it as a string.
+//!
+//! serde_json's `float_roundtrip` feature is on (Cargo.toml): without it a float is parsed to within
+//! an ULP or so, and the long digit strings PostgreSQL's jsonb writes back for large numbers (a
+//! number near `f64::MAX` comes back as 309 digits) could parse to infinity, an error reading a
+//! stored definition (schemathesis found one). `stored_form` below checks the read-back.
 
 /// The first number literal in the JSON text `body` that an `f64`/`i64`/`u64` would change, if any.
 /// `body` is valid JSON (the caller has parsed it).
@@ -133,5 +138,57 @@ mod tests {
         assert_eq!(decimal("1000.0"), decimal("1e3"));
         assert_eq!(decimal("0.00120"), decimal("1.2e-3"));
         assert_eq!(decimal("0"), decimal("-0.0"));
+    }
+}
+
+#[cfg(test)]
+mod stored_form {
+    /// PostgreSQL's jsonb keeps a number as a `numeric` and writes it back without an exponent
+    /// (`1e300` comes back as 1 followed by 300 zeros). Every number the request side accepts must
+    /// parse back to the same `f64` from that form, including the largest and the smallest.
+    fn expanded(f: f64) -> String {
+        let lit = serde_json::Number::from_f64(f).unwrap().to_string();
+        let (neg, digits, exp) = super::decimal(&lit);
+        let sign = if neg { "-" } else { "" };
+        if exp >= 0 {
+            format!("{sign}{digits}{}", "0".repeat(exp as usize))
+        } else {
+            let places = (-exp) as usize;
+            if places >= digits.len() {
+                format!("{sign}0.{}{digits}", "0".repeat(places - digits.len()))
+            } else {
+                let (i, fr) = digits.split_at(digits.len() - places);
+                format!("{sign}{i}.{fr}")
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_read_back_from_their_expanded_form() {
+        let mut bad = Vec::new();
+        // Every exponent, each with a spread of mantissas (a fixed sequence, not random).
+        let mut bits: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..40_000u64 {
+            bits = bits
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let exp = (i % 2046) + 1;
+            let f = f64::from_bits((bits >> 12) | (exp << 52));
+            // And the largest values, where a parse that rounds twice can overflow.
+            let top = f64::from_bits(f64::MAX.to_bits() - (i % 20_000) * 7);
+            for f in [f, -f, top, -top, f64::MIN_POSITIVE, 5e-324] {
+                let text = format!("{{\"a\":[{}]}}", expanded(f));
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(g) if g["a"][0].as_f64() == Some(f) => {}
+                    other => bad.push(format!("{f:e}: {other:?}")),
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} numbers do not read back: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
     }
 }
