@@ -182,15 +182,7 @@ async fn a_waiting_long_poll_is_woken_by_a_batch() {
     let ws = app.workspace().await;
     let rt = app.runtime(&ws, "laptop").await;
     let agent = app.agent(&ws, &rt, 10).await;
-    let claim = {
-        let client = app.client(&ws.daemon);
-        let body = paddock_client::api::Claim {
-            runtime_id: rt.parse().unwrap(),
-            max_tasks: 10.try_into().unwrap(),
-            wait_ms: 20_000i64.try_into().unwrap(),
-        };
-        tokio::spawn(async move { client.claim(&body).await })
-    };
+    let claim = api::long_poll(&app, &ws, &rt, 10, 20_000);
     // The scenario, not a synchronisation: the batch arrives ~200 ms into the poll.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!claim.is_finished(), "the claim returned before the batch");
@@ -200,7 +192,7 @@ async fn a_waiting_long_poll_is_woken_by_a_batch() {
         .await;
     let enqueued = std::time::Instant::now();
     assert_eq!(statuses(&r.body), [201; 5]);
-    let reply = claim.await.unwrap().expect("claim");
+    let reply = claim.await.unwrap();
     let latency = enqueued.elapsed();
     assert_eq!(reply.tasks.len(), 5);
     assert!(

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::api::deregister;
-use common::json::s;
+use common::json::{claimed_ids as ids_of, s};
 use common::{TestApp, Ws};
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -23,10 +23,6 @@ fn claimed(reply: &Value) -> &Vec<Value> {
     reply["tasks"]
         .as_array()
         .unwrap_or_else(|| panic!("no tasks in {reply}"))
-}
-
-fn ids_of(reply: &Value) -> Vec<String> {
-    claimed(reply).iter().map(|t| s(&t["task_id"])).collect()
 }
 
 /// Start and complete a claimed task.

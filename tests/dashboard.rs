@@ -142,14 +142,7 @@ async fn paused_agents_draining_runtimes_and_why_a_task_waits_are_shown() {
         ],
     );
     browser.expect("READY").await;
-    let r = app
-        .patch(
-            &format!("/api/v1/agents/{agent}"),
-            &ws.member,
-            json!({ "paused": true }),
-        )
-        .await;
-    ok(&r, "pause");
+    common::api::set_paused(&app, &ws, &agent, true).await;
     let r = app
         .post(
             &format!("/api/v1/runtimes/{rt}/drain"),

@@ -5,19 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::json::s;
+use common::api::task;
+use common::json::{claimed_ids as ids_of, s};
 use common::{TestApp, Ws, api, eventually, settings};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-fn ids_of(reply: &Value) -> Vec<String> {
-    reply["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| s(&t["task_id"]))
-        .collect()
-}
 
 async fn enqueue_n(app: &TestApp, ws: &Ws, agent: &str, n: usize, extra: Value) -> Vec<String> {
     let tasks: Vec<Value> = (0..n)
@@ -60,10 +52,6 @@ async fn finish(app: &TestApp, ws: &Ws, claimed: &Value) {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-}
-
-async fn task(app: &TestApp, ws: &Ws, id: &str) -> Value {
-    api::task(app, ws, id).await
 }
 
 // ───────────────────────────── fairness ─────────────────────────────
@@ -233,17 +221,7 @@ async fn a_freed_key_slot_wakes_a_waiting_claim_on_another_runtime() {
     assert_eq!(first["tasks"].as_array().unwrap().len(), 1);
     let blocked = task(&app, &ws, &waiting[0]).await;
     assert_eq!(blocked["blocked"]["reason"], "key_at_capacity", "{blocked}");
-    let poll = tokio::spawn({
-        let (client, rt2) = (app.client(&ws.daemon), rt2.clone());
-        async move {
-            let body = paddock_client::api::Claim {
-                runtime_id: rt2.parse().unwrap(),
-                max_tasks: 1.try_into().unwrap(),
-                wait_ms: 10_000i64.try_into().unwrap(),
-            };
-            client.claim(&body).await.unwrap()
-        }
-    });
+    let poll = api::long_poll(&app, &ws, &rt2, 1, 10_000);
     // The scenario, not a synchronisation: the slot frees ~200 ms into the poll.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!poll.is_finished(), "claimed while the key was taken");
@@ -303,14 +281,7 @@ async fn per_task_timeouts_override_the_defaults() {
 
     // Queued TTL.
     let paused = app.agent(&ws, &rt, 1).await;
-    let r = app
-        .patch(
-            &format!("/api/v1/agents/{paused}"),
-            &ws.member,
-            json!({ "paused": true }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    api::set_paused(&app, &ws, &paused, true).await;
     let old = s(&app
         .enqueue(&ws, &paused, json!({ "queued_ttl": "500ms" }))
         .await["id"]);
@@ -368,15 +339,8 @@ async fn a_paused_agents_tasks_stay_queued_until_it_is_resumed() {
     let ws = app.workspace().await;
     let rt = app.runtime(&ws, "d").await;
     let agent = app.agent(&ws, &rt, 1).await;
-    let r = app
-        .patch(
-            &format!("/api/v1/agents/{agent}"),
-            &ws.member,
-            json!({ "paused": true }),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["paused"], true);
+    let a = api::set_paused(&app, &ws, &agent, true).await;
+    assert_eq!(a["paused"], true);
     let id = s(&app.enqueue(&ws, &agent, json!({})).await["id"]);
     assert!(ids_of(&app.claim(&ws, &rt, 1, 0).await).is_empty());
     assert_eq!(
@@ -384,27 +348,11 @@ async fn a_paused_agents_tasks_stay_queued_until_it_is_resumed() {
         "agent_paused"
     );
 
-    let poll = tokio::spawn({
-        let (client, rt) = (app.client(&ws.daemon), rt.clone());
-        async move {
-            let body = paddock_client::api::Claim {
-                runtime_id: rt.parse().unwrap(),
-                max_tasks: 1.try_into().unwrap(),
-                wait_ms: 10_000i64.try_into().unwrap(),
-            };
-            client.claim(&body).await.unwrap()
-        }
-    });
+    let poll = api::long_poll(&app, &ws, &rt, 1, 10_000);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!poll.is_finished());
-    let r = app
-        .patch(
-            &format!("/api/v1/agents/{agent}"),
-            &ws.member,
-            json!({ "paused": false }),
-        )
-        .await;
-    assert_eq!(r.body["paused"], false);
+    let a = api::set_paused(&app, &ws, &agent, false).await;
+    assert_eq!(a["paused"], false);
     let resumed = Instant::now();
     let reply = poll.await.unwrap();
     assert_eq!(reply.tasks.len(), 1, "the resumed agent's task is claimed");
@@ -614,19 +562,9 @@ async fn blocked_names_the_first_reason_and_behind_position_1_is_claimed_next() 
     assert_eq!(why(k1[1].clone()).await["reason"], "key_at_capacity");
 
     // Paused, draining and offline, in that order.
-    app.patch(
-        &format!("/api/v1/agents/{agent}"),
-        &ws.member,
-        json!({ "paused": true }),
-    )
-    .await;
+    api::set_paused(&app, &ws, &agent, true).await;
     assert_eq!(why(q[2].clone()).await["reason"], "agent_paused");
-    app.patch(
-        &format!("/api/v1/agents/{agent}"),
-        &ws.member,
-        json!({ "paused": false }),
-    )
-    .await;
+    api::set_paused(&app, &ws, &agent, false).await;
     app.post(
         &format!("/api/v1/runtimes/{rt}/drain"),
         &ws.member,
@@ -868,17 +806,7 @@ async fn a_pool_wakes_a_waiting_claim_and_holds_its_agents_slots_across_runtimes
         3,
     )
     .await;
-    let poll = tokio::spawn({
-        let (client, rt) = (app.client(&ws.daemon), fleet[5].clone());
-        async move {
-            let body = paddock_client::api::Claim {
-                runtime_id: rt.parse().unwrap(),
-                max_tasks: 1.try_into().unwrap(),
-                wait_ms: 10_000i64.try_into().unwrap(),
-            };
-            client.claim(&body).await.unwrap()
-        }
-    });
+    let poll = api::long_poll(&app, &ws, &fleet[5], 1, 10_000);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!poll.is_finished());
     let first = app.enqueue(&ws, &agent, json!({})).await;

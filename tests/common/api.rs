@@ -98,3 +98,34 @@ pub async fn await_readyz_redis_down(app: &TestApp) {
     )
     .await;
 }
+
+/// A long-poll claim (`POST /daemon/claim` with `wait_ms`) running in the background; the handle
+/// answers the claim's reply.
+pub fn long_poll(
+    app: &TestApp,
+    ws: &Ws,
+    runtime: &str,
+    max_tasks: i64,
+    wait_ms: i64,
+) -> tokio::task::JoinHandle<paddock_client::api::ClaimReply> {
+    let client = app.client(&ws.daemon);
+    let body = paddock_client::api::Claim {
+        runtime_id: runtime.parse().expect("a runtime id"),
+        max_tasks: max_tasks.try_into().expect("max_tasks in range"),
+        wait_ms: wait_ms.try_into().expect("wait_ms in range"),
+    };
+    tokio::spawn(async move { client.claim(&body).await.expect("claim") })
+}
+
+/// `PATCH /agents/{id} {"paused": paused}`; asserts 200 and returns the agent.
+pub async fn set_paused(app: &TestApp, ws: &Ws, agent: &str, paused: bool) -> Value {
+    let r = app
+        .patch(
+            &format!("/api/v1/agents/{agent}"),
+            &ws.member,
+            json!({ "paused": paused }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}

@@ -15,3 +15,13 @@ pub fn ts(v: &Value) -> DateTime<Utc> {
     s(v).parse()
         .unwrap_or_else(|e| panic!("bad timestamp {v}: {e}"))
 }
+
+/// The `task_id`s of a claim reply's tasks, in order; panics when the reply has no `tasks`.
+pub fn claimed_ids(reply: &Value) -> Vec<String> {
+    reply["tasks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tasks in {reply}"))
+        .iter()
+        .map(|t| s(&t["task_id"]))
+        .collect()
+}
