@@ -9,8 +9,7 @@ SELECT a.id AS "id: AgentId", a.runtime_id AS "runtime_id: RuntimeId", a.archive
            WHEN a.runtime_id IS NOT NULL THEN r.status
            WHEN EXISTS (SELECT 1 FROM runtimes p
                         WHERE p.workspace_id = a.workspace_id AND p.status = 'online'
-                          AND p.provider = a.runtime_selector ->> 'provider'
-                          AND p.labels @> (a.runtime_selector -> 'labels')) THEN 'online'
+                          AND runtime_in_pool(a.runtime_selector, p.provider, p.labels)) THEN 'online'
            ELSE 'offline'
        END AS "runtime_status!: RuntimeStatus"
 FROM agents a

@@ -8,8 +8,7 @@ SELECT pg_advisory_xact_lock($1) AS "runtime!",
             FROM runtimes r
             JOIN agents a ON a.workspace_id = r.workspace_id AND a.runtime_selector IS NOT NULL
                          AND a.archived_at IS NULL
-                         AND (a.runtime_selector ->> 'provider') = r.provider
-                         AND r.labels @> (a.runtime_selector -> 'labels')
+                         AND runtime_in_pool(a.runtime_selector, r.provider, r.labels)
             WHERE r.id = $2
             ORDER BY a.id
         ) l) AS "pool_agents!"

@@ -33,8 +33,7 @@ CROSS JOIN LATERAL (
         UNION ALL
         SELECT p.* FROM runtimes p
         WHERE a.runtime_id IS NULL AND p.workspace_id = a.workspace_id AND p.status = 'online'
-          AND p.provider = (a.runtime_selector ->> 'provider')
-          AND p.labels @> (a.runtime_selector -> 'labels')
+          AND runtime_in_pool(a.runtime_selector, p.provider, p.labels)
     ) p
 ) w
 CROSS JOIN LATERAL (

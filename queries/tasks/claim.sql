@@ -42,8 +42,7 @@ served AS (
     SELECT a.id, a.last_claimed_at, a.max_concurrent_tasks, true
     FROM agents a, runtime rt
     WHERE a.workspace_id = $2 AND a.runtime_selector IS NOT NULL AND a.archived_at IS NULL
-      AND (a.runtime_selector ->> 'provider') = rt.provider
-      AND rt.labels @> (a.runtime_selector -> 'labels') AND NOT a.paused
+      AND runtime_in_pool(a.runtime_selector, rt.provider, rt.labels) AND NOT a.paused
 ),
 room AS (
     SELECT s.id AS agent_id, s.last_claimed_at, s.pooled,
