@@ -1,4 +1,5 @@
--- Keyset page, newest first (tasks_list, or tasks_list_agent when filtered by agent).
+-- Keyset page, newest first (tasks_list, or tasks_list_agent when filtered by agent; both ascending,
+-- read backwards).
 SELECT id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
        runtime_id AS "runtime_id: RuntimeId", status AS "status: TaskStatus", priority, payload, progress, result, error,
        failure_reason AS "failure_reason: FailureReason", attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,

@@ -205,7 +205,7 @@ async fn baseline(
                 let (mut ids, mut ag, mut rt, mut payloads) = (vec![], vec![], vec![], vec![]);
                 for _ in 0..n {
                     let k = (i % agents.len() as u64) as usize;
-                    ids.push(Uuid::new_v4());
+                    ids.push(Uuid::now_v7());
                     ag.push(agents[k]);
                     rt.push(runtimes[k]);
                     payloads.push(format!("{{\"i\":{i}}}"));
