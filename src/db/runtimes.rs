@@ -175,12 +175,23 @@ pub async fn flush_last_seen(
 
 /// Serialises claims for one runtime within the transaction, so the concurrency limits it checks
 /// cannot be raced by another claim for the same runtime.
+/// The key of a runtime's claim lock: both halves of its id. A v7 id's high half is mostly its
+/// creation time, shared by the runtimes registered in one millisecond, whose claims would then
+/// wait for each other on one lock.
+fn claim_lock_key(id: RuntimeId) -> i64 {
+    let (hi, lo) = id.0.as_u64_pair();
+    (hi ^ lo) as i64
+}
+
 /// Takes the claim's transaction locks: the runtime's, then its pool agents' (lock_for_claim.sql).
 pub async fn lock_for_claim(conn: &mut PgConnection, id: RuntimeId) -> sqlx::Result<()> {
-    let (hi, _) = id.0.as_u64_pair();
-    sqlx::query_file!("queries/runtimes/lock_for_claim.sql", hi as i64, id.0)
-        .fetch_one(conn)
-        .await?;
+    sqlx::query_file!(
+        "queries/runtimes/lock_for_claim.sql",
+        claim_lock_key(id),
+        id.0
+    )
+    .fetch_one(conn)
+    .await?;
     Ok(())
 }
 
@@ -244,4 +255,17 @@ pub async fn set_draining(
         };
         (rt, r.changed)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_registered_together_have_claim_locks_of_their_own() {
+        let keys: std::collections::HashSet<i64> = (0..10_000)
+            .map(|_| claim_lock_key(RuntimeId::new()))
+            .collect();
+        assert_eq!(keys.len(), 10_000);
+    }
 }
