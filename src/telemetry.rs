@@ -176,7 +176,7 @@ impl Gauges {
 
     async fn sample(&self) -> anyhow::Result<String> {
         use std::fmt::Write;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool).await?;
         sqlx::query("SET LOCAL statement_timeout = '2s'")
             .execute(&mut *tx)
             .await?;

@@ -95,8 +95,42 @@ impl Dedicated {
 /// setting is `SET LOCAL` in the same round trip as `BEGIN`, so it ends with the transaction: list
 /// queries, whose optional filters need the values to pick an index, keep planning per run.
 pub async fn begin_hot(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
-    pool.begin_with("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
-        .await
+    begin_uncancelled(
+        pool,
+        Some("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"),
+    )
+    .await
+}
+
+/// Begins a transaction on a pooled connection (the way every service call does).
+pub async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
+    begin_uncancelled(pool, None).await
+}
+
+/// Begins a transaction in a task of its own, so that a caller dropped meanwhile — a client that
+/// disconnects during a claim, a daemon's long poll cut short — cannot cancel it halfway. sqlx 0.8.6
+/// counts a transaction only once `BEGIN` has answered: cancelled between sending it and reading
+/// the answer, it returns the connection to the pool inside a transaction nobody will end, and the
+/// next borrower's statements run in it and keep their locks (transact-rs/sqlx#4393). Here the
+/// task always finishes: a transaction nobody awaits any more is dropped whole, which rolls it back.
+async fn begin_uncancelled(
+    pool: &PgPool,
+    statement: Option<&'static str>,
+) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let pool = pool.clone();
+    let begun = tokio::spawn(async move {
+        match statement {
+            Some(s) => pool.begin_with(s).await,
+            None => pool.begin().await,
+        }
+    })
+    .await;
+    match begun {
+        Ok(tx) => tx,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(_) => Err(sqlx::Error::PoolClosed),
+    }
 }
 
 /// Converts typed ids to the `uuid[]` a query takes.

@@ -13,7 +13,7 @@ use crate::ids::{AgentId, WorkspaceId};
 use crate::state::App;
 
 pub async fn create(app: &App, new: &NewAgent<'_>) -> Result<Agent> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let agent = db::agents::insert(&mut tx, new)
         .await?
         .ok_or(Error::NotFound("runtime"))?;
@@ -33,7 +33,7 @@ pub async fn update(
     id: AgentId,
     patch: &AgentPatch<'_>,
 ) -> Result<Agent> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let agent = match db::agents::update(&mut tx, id, ws, patch).await? {
         Some(a) => a,
         None => return Err(missing_or_archived(&mut tx, ws, id).await?),
@@ -52,7 +52,7 @@ pub async fn update(
 
 /// Archives an agent: no new tasks; its queued tasks are cancelled, active ones may finish.
 pub async fn archive(app: &App, ws: WorkspaceId, id: AgentId) -> Result<Agent> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let agent = match db::agents::archive(&mut tx, id, ws).await? {
         Some(a) => a,
         None => {

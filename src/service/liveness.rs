@@ -100,7 +100,7 @@ async fn fail_tasks(app: &App, ids: &[TaskId], reason: FailureReason) -> Result<
     if ids.is_empty() {
         return Ok(0);
     }
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let mut ch = Changes::default();
     let mut n = 0;
     for &id in ids {
@@ -125,7 +125,7 @@ async fn fail_tasks(app: &App, ids: &[TaskId], reason: FailureReason) -> Result<
 
 /// Active tasks of runtimes offline for longer than `offline_grace` fail with `runtime_offline`.
 async fn offline_tasks(app: &App) -> Result<usize> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let tasks =
         db::liveness::offline_tasks(&mut tx, app.settings.offline_grace, OFFLINE_BATCH).await?;
     if tasks.is_empty() {

@@ -15,7 +15,7 @@ use crate::state::App;
 
 /// Registers a runtime; returns it and whether it was created now.
 pub async fn register(app: &App, new: &NewRuntime<'_>) -> Result<(Registered, bool)> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     // Insert, else lock and update; a runtime deleted in between (the offline-runtime sweep) is
     // inserted again. Each step waits for concurrent registrations, so exactly one caller creates.
     let reg = loop {
@@ -154,7 +154,7 @@ impl SlowPath {
                 return Ok(());
             }
         }
-        let mut tx = app.pool.begin().await?;
+        let mut tx = db::begin(&app.pool).await?;
         let mut ch = Changes::default();
         let mut unknown = Vec::new();
         if !self.to_check.is_empty() {
@@ -245,7 +245,7 @@ pub(super) async fn after_offline(
 
 /// Deregisters runtimes: offline now. Returns the ids that were online.
 pub async fn deregister(app: &App, ws: WorkspaceId, ids: &[RuntimeId]) -> Result<Vec<RuntimeId>> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let changed = db::runtimes::mark_offline(&mut tx, ws, ids).await?;
     let mut ch = Changes::default();
     // A daemon that deregisters is going away: its attempts end now, whatever the grace.
@@ -302,7 +302,7 @@ pub async fn set_draining(
     id: RuntimeId,
     draining: bool,
 ) -> Result<db::runtimes::Runtime> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let (rt, changed) = db::runtimes::set_draining(&mut tx, id, ws, draining)
         .await?
         .ok_or(Error::NotFound("runtime"))?;

@@ -63,7 +63,7 @@ pub async fn stale_runtimes(app: &App) -> Result<usize> {
     if stale.is_empty() {
         return Ok(0);
     }
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let changed = db::sweeps::mark_stale_offline(&mut tx, &stale, threshold).await?;
     let mut ch = Changes::default();
     let fail_now = app.settings.offline_grace.is_zero();
@@ -76,7 +76,7 @@ pub async fn stale_runtimes(app: &App) -> Result<usize> {
 /// Sweep 2a: tasks dispatched longer than their `dispatch_timeout` (the task's own, or the setting
 /// when it was enqueued; its `deadline`) fail with `dispatch_timeout`.
 pub async fn dispatch_timeout(app: &App) -> Result<usize> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let tasks = db::sweeps::stale_dispatched(&mut tx, SWEEP_BATCH).await?;
     fail_all(app, tx, tasks, FailureReason::DispatchTimeout).await
 }
@@ -84,7 +84,7 @@ pub async fn dispatch_timeout(app: &App) -> Result<usize> {
 /// Sweep 2b: tasks running longer than their `running_timeout` (their `deadline`) fail with
 /// `running_timeout`.
 pub async fn running_timeout(app: &App) -> Result<usize> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let tasks = db::sweeps::stale_running(&mut tx, SWEEP_BATCH).await?;
     fail_all(app, tx, tasks, FailureReason::RunningTimeout).await
 }
@@ -111,7 +111,7 @@ async fn fail_all(
 /// (never retried), at most `queued_expire_batch` rows per tick, earliest deadline first, in one
 /// short statement.
 pub async fn queued_expiry(app: &App) -> Result<usize> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let expired = db::sweeps::expire_queued(&mut tx, app.settings.queued_expire_batch).await?;
     if expired.is_empty() {
         return Ok(0);
@@ -127,7 +127,7 @@ pub async fn queued_expiry(app: &App) -> Result<usize> {
 /// Sweep 4: runtimes offline longer than `offline_runtime_ttl`, with no live agent and no open
 /// task, are deleted (their archived agents first).
 pub async fn collector(app: &App) -> Result<usize> {
-    let mut tx = app.pool.begin().await?;
+    let mut tx = db::begin(&app.pool).await?;
     let gone = db::sweeps::collect_runtimes(&mut tx, app.settings.offline_runtime_ttl, SWEEP_BATCH)
         .await?;
     if gone.is_empty() {
