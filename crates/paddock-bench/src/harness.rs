@@ -3,6 +3,7 @@
 //! its CPU and memory are its own) on a free loopback port, and a small JSON-over-HTTP client that
 //! turns any unexpected answer into an error naming the call.
 
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -192,7 +193,13 @@ impl Server {
             .envs(cfg.env.iter().map(|(k, v)| (k, v)))
             .env("PADDOCK_LISTEN", addr.to_string())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // The server logs to stdout, which carries the bench's figures: its log goes to the
+            // bench's stderr when PADDOCK_BENCH_SERVER_LOGS is set, else nowhere.
+            .stdout(if std::env::var_os("PADDOCK_BENCH_SERVER_LOGS").is_some() {
+                Stdio::from(std::io::stderr().as_fd().try_clone_to_owned()?)
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()

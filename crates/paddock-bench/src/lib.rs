@@ -10,7 +10,8 @@
 //!   with one plain `INSERT … SELECT FROM unnest` per batch.
 //! * `fleet` — N idle daemons, each holding a long-poll claim and heartbeating, and a trickle of
 //!   tasks: the server's memory and PostgreSQL connections beside the same server with none, with
-//!   heartbeat and wake-up latency.
+//!   heartbeat and wake-up latency. The daemons run in worker processes (`fleet-worker`), and a
+//!   fleet larger than one process's open-file limit is spread over server replicas.
 //! * `heartbeat` — R runtimes heartbeating over HTTP as fast as the load allows; baseline: one
 //!   `UPDATE runtimes SET last_seen_at` per heartbeat.
 //! * `transcript` — A attempts posting batches of transcript messages while W sockets watch;
@@ -101,10 +102,16 @@ enum Scenario {
     Ws(ws_fanout::WsArgs),
     /// Server memory and API latency while WebSocket clients that never read are sent events.
     SlowReaders(slow_readers::SlowReadersArgs),
+    /// The simulated daemons of one replica in `bench fleet` (started by it, not by hand).
+    #[command(hide = true)]
+    FleetWorker(fleet::WorkerArgs),
 }
 
 /// Runs one scenario and prints its summary (and, with `--json`, its JSON line).
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Scenario::FleetWorker(a) = &args.scenario {
+        return fleet::worker(a).await;
+    }
     let database_url = args.database_url.clone().context(
         "bench needs DATABASE_URL: a PostgreSQL server where it may create a database \
          (e.g. postgres://postgres@127.0.0.1:5432/postgres)",
@@ -140,6 +147,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Daemon(a) => daemon::run(&services, &db, a).await,
             Scenario::Ws(a) => ws_fanout::run(&services, &db, a).await,
             Scenario::SlowReaders(a) => slow_readers::run(&services, &db, a).await,
+            Scenario::FleetWorker(_) => unreachable!("run before the scratch database"),
         }
     };
     let result = tokio::select! {
