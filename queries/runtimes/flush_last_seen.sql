@@ -1,9 +1,9 @@
 -- The heartbeat flusher: one statement for every runtime heard since the last flush. Touches only
 -- last_seen_at (indexed only by the partial runtimes_online_seen, so the update stays HOT-friendly)
 -- and never moves it backwards. Scoped by workspace: a heartbeat that named another workspace's
--- runtime id matches nothing. The rows are locked first, in id order, as every other statement
--- that locks several runtimes does: flushes of several replicas, and a flush and a heartbeat's
--- slow path (touch_or_revive.sql), then wait for each other instead of deadlocking.
+-- runtime id matches nothing. The rows are locked first, in id order, as a heartbeat's slow path
+-- (touch_or_revive.sql) locks them too: the flushes of several replicas, and a flush and a slow
+-- path, then wait for each other instead of deadlocking.
 WITH heard AS (
     SELECT r.id, v.seen
     FROM runtimes r
