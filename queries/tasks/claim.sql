@@ -1,7 +1,11 @@
 -- The claim, in one statement (DESIGN §12):
 --
 -- * runtime: its free slots (tasks_active_runtime); none unless it is online, in the workspace and
---   not draining.
+--   not draining. The row is found by its key alone, (workspace_id, id); online and draining are
+--   judged in the CASE, not the WHERE: with `status = 'online'` in the WHERE, a planner without
+--   statistics on runtimes (a fresh or fast-grown table before its autovacuum analyze) can pick the
+--   partial index runtimes_online_provider and scan the workspace's every online runtime (1.3 ms
+--   at 10k runtimes against 0.02 ms; the generic plan keeps the choice).
 -- * room: each live, unpaused agent of the runtime — bound to it (agents_runtime), or a pool agent
 --   whose pool it is in (agents_pool: same workspace and provider, labels included) — with its free
 --   slots (tasks_active_agent).
@@ -28,11 +32,13 @@
 -- status recomputation (agents/lock.sql).
 WITH runtime AS (
     SELECT r.provider, r.labels,
-           coalesce(r.max_concurrency, 2147483647)::bigint
-             - (SELECT count(*) FROM tasks t
-                WHERE t.runtime_id = r.id AND t.status IN ('dispatched', 'running')) AS free
+           CASE WHEN r.status = 'online' AND NOT r.draining
+                THEN coalesce(r.max_concurrency, 2147483647)::bigint
+                     - (SELECT count(*) FROM tasks t
+                        WHERE t.runtime_id = r.id AND t.status IN ('dispatched', 'running'))
+                ELSE 0 END AS free
     FROM runtimes r
-    WHERE r.id = $1 AND r.workspace_id = $2 AND r.status = 'online' AND NOT r.draining
+    WHERE r.id = $1 AND r.workspace_id = $2
 ),
 served AS (
     SELECT a.id, a.last_claimed_at, a.max_concurrent_tasks, false AS pooled

@@ -1,7 +1,9 @@
 //! Tasks and their finished attempts.
 
 use chrono::{DateTime, Utc};
-use paddock_api::{AgentStatus, CancelNotice, FailureReason, PriorSession, TaskStatus, Usage};
+use paddock_api::{
+    AgentStatus, CancelNotice, FailureReason, PriorSession, RuntimeStatus, TaskStatus, Usage,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -429,6 +431,27 @@ impl From<Claimed> for paddock_api::ClaimedTask {
             }),
         }
     }
+}
+
+/// What a claim's first look found (`claim_look.sql`).
+#[derive(Debug)]
+pub struct ClaimLook {
+    pub status: RuntimeStatus,
+    /// A cancellation waits for the runtime's daemon.
+    pub cancels: bool,
+    /// The runtime is online, not draining, and one of its agents has a task that may run now.
+    pub work: bool,
+}
+
+/// A claim's first look, outside any transaction: None when the runtime is not in the workspace.
+pub async fn claim_look(
+    conn: &mut PgConnection,
+    runtime: RuntimeId,
+    ws: WorkspaceId,
+) -> sqlx::Result<Option<ClaimLook>> {
+    sqlx::query_file_as!(ClaimLook, "queries/tasks/claim_look.sql", runtime.0, ws.0)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Dispatches up to `max` tasks of the runtime's agents, within the runtime's and the agents' free
