@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::harness::{BenchDb, Conn, Server, Services, Workspace, settings};
+use super::http::Refused;
 use super::stats::{Latencies, Summary, progress};
 
 const RSS_TARGET_MB: f64 = 300.0;
@@ -48,6 +49,11 @@ pub struct FleetArgs {
     /// Connections the fleet's heartbeats share.
     #[arg(long, default_value_t = 32)]
     heartbeat_connections: usize,
+    /// Daemons that join the fleet per second, all replicas together: each opens its long poll and
+    /// makes its first heartbeat, both of which need the database (a burst beyond what it answers
+    /// within the pool's 5 s acquire timeout is answered 503, and retried).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    join_per_sec: u64,
     /// Daemon connections one process holds at most (default: its open-file limit, raised as far
     /// as the OS allows, less 1000). A larger fleet is spread over that many server replicas, each
     /// with a fleet worker process of its own; the RSS is then the replicas' sum.
@@ -64,7 +70,7 @@ struct Row {
     heartbeat: Latencies,
     wake: Latencies,
     woken: u64,
-    /// Claims answered 503 and retried, setting-up included.
+    /// Claims and heartbeats answered 503 and retried, setting-up included.
     unavailable: u64,
 }
 
@@ -97,7 +103,7 @@ pub async fn run(services: &Services, db: &BenchDb, args: &FleetArgs) -> anyhow:
             0.0
         };
         s.line(format!(
-            "  {:>7}  {:>8}  {:>9.1}  {:>12.1}  {:>8}  {:>16.1}  {:>8.1} / {:>7.1}   ({} woken, {} claims answered 503)",
+            "  {:>7}  {:>8}  {:>9.1}  {:>12.1}  {:>8}  {:>16.1}  {:>8.1} / {:>7.1}   ({} woken, {} calls answered 503)",
             r.daemons,
             r.replicas,
             r.rss_mb,
@@ -117,7 +123,7 @@ pub async fn run(services: &Services, db: &BenchDb, args: &FleetArgs) -> anyhow:
         s.num(&format!("{k}_heartbeat_p99_ms"), r.heartbeat.ms(0.99));
         s.num(&format!("{k}_wake_p50_ms"), r.wake.ms(0.5));
         s.num(&format!("{k}_wake_p99_ms"), r.wake.ms(0.99));
-        s.int(&format!("{k}_claims_503"), r.unavailable);
+        s.int(&format!("{k}_answered_503"), r.unavailable);
     }
     if rows.iter().any(|r| r.replicas > 1) {
         s.line(format!(
@@ -206,12 +212,17 @@ async fn fleet(services: &Services, db: &BenchDb, args: &FleetArgs, n: u64) -> a
     if n > 0 {
         let share = runtimes.len().div_ceil(servers.len());
         let connections = args.heartbeat_connections.div_ceil(servers.len());
+        let join_per_sec = args.join_per_sec.div_ceil(servers.len() as u64).max(10);
         let bar = progress(Some(n), "long polls");
-        for (server, chunk) in servers.iter().zip(runtimes.chunks(share)) {
-            let w = Worker::start(server, &ws, chunk, args, connections).await?;
-            bar.inc(chunk.len() as u64);
-            workers.push(w);
-        }
+        // The workers join their daemons at once, each at its share of the rate.
+        workers = futures::future::try_join_all(servers.iter().zip(runtimes.chunks(share)).map(
+            |(server, chunk)| async {
+                let w = Worker::start(server, &ws, chunk, args, connections, join_per_sec).await?;
+                bar.inc(chunk.len() as u64);
+                anyhow::Ok(w)
+            },
+        ))
+        .await?;
         bar.finish_and_clear();
     }
 
@@ -301,7 +312,7 @@ struct Seen {
     heartbeat_us: Vec<u64>,
     /// Each task a waiting claim was answered, with when (Unix ns).
     claims: Vec<(Uuid, i64)>,
-    /// Claims answered 503 (and retried), from the start.
+    /// Claims and heartbeats answered 503 (and retried), from the start.
     unavailable: u64,
 }
 
@@ -312,6 +323,7 @@ impl Worker {
         runtimes: &[Uuid],
         args: &FleetArgs,
         heartbeat_connections: usize,
+        join_per_sec: u64,
     ) -> anyhow::Result<Self> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
         // This binary's worker, whichever build's server is measured (`--server-bin`).
@@ -323,6 +335,8 @@ impl Worker {
             .arg(args.heartbeat_secs.to_string())
             .arg("--heartbeat-connections")
             .arg(heartbeat_connections.to_string())
+            .arg("--join-per-sec")
+            .arg(join_per_sec.to_string())
             .env("PADDOCK_BENCH_DAEMON_TOKEN", &ws.daemon)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -388,6 +402,9 @@ pub struct WorkerArgs {
     heartbeat_secs: u64,
     #[arg(long)]
     heartbeat_connections: usize,
+    /// This worker's daemons that join per second.
+    #[arg(long)]
+    join_per_sec: u64,
 }
 
 /// Runs the daemons: each holds a long poll on a connection of its own and completes what it
@@ -414,10 +431,9 @@ pub async fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
 
     let mut daemons = tokio::task::JoinSet::new();
     for (i, &rt) in runtimes.iter().enumerate() {
-        // Daemons join at up to 1000 a second, not all in one instant: a burst of first claims
-        // beyond what the database answers within the pool's 5 s acquire timeout is answered 503
-        // (and retried, below).
-        if i % 100 == 99 {
+        // Daemons join at `join_per_sec`, not all in one instant (`FleetArgs::join_per_sec`).
+        let step = (args.join_per_sec / 10).max(1) as usize;
+        if i % step == step - 1 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut conn = Conn::open(args.addr, &args.token).await?;
@@ -434,17 +450,7 @@ pub async fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
             loop {
                 let answer = tokio::select! {
                     _ = stop.cancelled() => return anyhow::Ok(()),
-                    a = conn.post("/api/v1/daemon/claim", body.clone()) => a,
-                };
-                // As a daemon does: a 503 (the server's pool busy) is retried after a second.
-                let answer = match answer {
-                    Ok(a) => a,
-                    Err(e) if e.to_string().contains(" 503 ") => {
-                        seen.lock().expect("seen").unavailable += 1;
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
+                    a = post_as_daemon(&mut conn, "/api/v1/daemon/claim", &body, &seen) => a?,
                 };
                 body.clone_from(&claim);
                 let got = unix_ns();
@@ -478,11 +484,8 @@ pub async fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
                     _ = tick.tick() => {}
                 }
                 let t = Instant::now();
-                conn.post(
-                    "/api/v1/daemon/heartbeat",
-                    format!(r#"{{"runtime_ids":["{rt}"]}}"#),
-                )
-                .await?;
+                let body = format!(r#"{{"runtime_ids":["{rt}"]}}"#);
+                post_as_daemon(&mut conn, "/api/v1/daemon/heartbeat", &body, &seen).await?;
                 if measuring.load(Ordering::Relaxed) {
                     let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                     seen.lock().expect("seen").heartbeat_us.push(us);
@@ -512,6 +515,25 @@ pub async fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
     let seen = std::mem::take(&mut *seen.lock().expect("seen"));
     println!("{}", serde_json::to_string(&seen)?);
     Ok(())
+}
+
+/// POSTs as a daemon does: a `503` (the server's pool busy, its database unreachable) is counted
+/// and retried after a second; any other error ends the caller.
+async fn post_as_daemon(
+    conn: &mut Conn,
+    path: &str,
+    body: &str,
+    seen: &Mutex<Seen>,
+) -> anyhow::Result<bytes::Bytes> {
+    loop {
+        match conn.post(path, body.to_owned()).await {
+            Err(e) if Refused::is_unavailable(&e) => {
+                seen.lock().expect("seen").unavailable += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// N runtimes with one agent each, registered 32 at a time.

@@ -113,11 +113,41 @@ impl Conn {
         let status = res.status();
         let bytes = res.into_body().collect().await?.to_bytes();
         if !status.is_success() {
-            bail!(
-                "POST {path} answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            );
+            return Err(Refused {
+                path: path.to_owned(),
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            }
+            .into());
         }
         Ok(bytes)
     }
 }
+
+/// A call [`Conn::post`] sent and the server answered with an error status.
+#[derive(Debug)]
+pub struct Refused {
+    pub path: String,
+    pub status: http::StatusCode,
+    pub body: String,
+}
+
+impl Refused {
+    /// Whether `e` is a call the server answered `503 Service Unavailable` (a daemon retries it).
+    pub fn is_unavailable(e: &anyhow::Error) -> bool {
+        e.downcast_ref::<Self>()
+            .is_some_and(|r| r.status == http::StatusCode::SERVICE_UNAVAILABLE)
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "POST {} answered {}: {}",
+            self.path, self.status, self.body
+        )
+    }
+}
+
+impl std::error::Error for Refused {}
