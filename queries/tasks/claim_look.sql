@@ -11,24 +11,18 @@ SELECT r.status AS "status: RuntimeStatus",
        EXISTS (SELECT 1 FROM tasks c WHERE c.runtime_id = r.id AND c.cancel_pending) AS "cancels!",
        (r.status = 'online' AND NOT r.draining AND EXISTS (
             SELECT 1
-            FROM agents a
-            JOIN LATERAL (
-                SELECT 1 FROM tasks t
-                WHERE t.agent_id = a.id AND t.status = 'queued' AND t.run_after <= now()
-                LIMIT 1
-            ) q ON true
-            WHERE a.runtime_id = r.id AND a.archived_at IS NULL AND NOT a.paused
-            UNION ALL
-            SELECT 1
-            FROM agents a
-            JOIN LATERAL (
-                SELECT 1 FROM tasks t
-                WHERE t.agent_id = a.id AND t.status = 'queued' AND t.run_after <= now()
-                LIMIT 1
-            ) q ON true
-            WHERE a.workspace_id = r.workspace_id AND a.runtime_selector IS NOT NULL
-              AND a.archived_at IS NULL AND NOT a.paused
-              AND runtime_in_pool(a.runtime_selector, r.provider, r.labels)
+            FROM (
+                SELECT a.id FROM agents a
+                WHERE a.runtime_id = r.id AND a.archived_at IS NULL AND NOT a.paused
+                UNION ALL
+                SELECT a.id FROM agents a
+                WHERE a.workspace_id = r.workspace_id AND a.runtime_selector IS NOT NULL
+                  AND a.archived_at IS NULL AND NOT a.paused
+                  AND runtime_in_pool(a.runtime_selector, r.provider, r.labels)
+            ) served
+            WHERE EXISTS (SELECT 1 FROM tasks t
+                          WHERE t.agent_id = served.id AND t.status = 'queued'
+                            AND t.run_after <= now())
         )) AS "work!"
 FROM runtimes r
 WHERE r.id = $1 AND r.workspace_id = $2

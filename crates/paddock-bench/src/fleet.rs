@@ -430,9 +430,10 @@ pub async fn worker(args: &WorkerArgs) -> anyhow::Result<()> {
     let measuring = Arc::new(AtomicBool::new(false));
 
     let mut daemons = tokio::task::JoinSet::new();
+    // Daemons join at `join_per_sec`, not all in one instant (`FleetArgs::join_per_sec`): a tenth
+    // of a second's share, then a pause.
+    let step = (args.join_per_sec / 10).max(1) as usize;
     for (i, &rt) in runtimes.iter().enumerate() {
-        // Daemons join at `join_per_sec`, not all in one instant (`FleetArgs::join_per_sec`).
-        let step = (args.join_per_sec / 10).max(1) as usize;
         if i % step == step - 1 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
