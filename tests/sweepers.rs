@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::api::{agent_status, heartbeat, runtime, runtime_status, task};
+use common::db::plan_nodes;
 use common::heartbeater::{Heartbeater, assert_all_online};
 use common::json::{s, ts};
 use common::settings::{STALE, TICK, fast};
@@ -731,23 +732,6 @@ async fn a_sweep_of_healthy_state_changes_nothing_and_records_its_runs() {
 // ---------------------------------------------------------------------------------------------
 // Cost does not grow with task history
 // ---------------------------------------------------------------------------------------------
-
-/// Every node of an EXPLAIN (FORMAT JSON) plan: (node type, relation, index).
-fn plan_nodes(plan: &Value, out: &mut Vec<(String, String, String)>) {
-    let field = |k: &str| plan[k].as_str().unwrap_or("").to_owned();
-    if plan.get("Node Type").is_some() {
-        out.push((
-            field("Node Type"),
-            field("Relation Name"),
-            field("Index Name"),
-        ));
-    }
-    if let Some(children) = plan["Plans"].as_array() {
-        for c in children {
-            plan_nodes(c, out);
-        }
-    }
-}
 
 #[tokio::test]
 async fn sweep_queries_use_active_row_indexes() {

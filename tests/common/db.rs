@@ -1,6 +1,7 @@
 //! Direct reads of stored state, for assertions that must not go through the API (no delivery
 //! horizon, no tenant filter).
 
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -38,4 +39,21 @@ pub async fn count_events(pool: &PgPool, kind: &str, subject: &str) -> i64 {
         .fetch_one(pool)
         .await
         .unwrap()
+}
+
+/// Every node of an EXPLAIN (FORMAT JSON) plan: (node type, relation, index).
+pub fn plan_nodes(plan: &Value, out: &mut Vec<(String, String, String)>) {
+    let field = |k: &str| plan[k].as_str().unwrap_or("").to_owned();
+    if plan.get("Node Type").is_some() {
+        out.push((
+            field("Node Type"),
+            field("Relation Name"),
+            field("Index Name"),
+        ));
+    }
+    if let Some(children) = plan["Plans"].as_array() {
+        for c in children {
+            plan_nodes(c, out);
+        }
+    }
 }
