@@ -261,3 +261,83 @@ async fn the_client_enqueues_a_batch() {
         json!({ "i": 2 })
     );
 }
+
+#[tokio::test]
+async fn each_created_task_is_answered_as_it_is_stored() {
+    // The insert returns only what the database decides (seq, now()); the server builds the rest
+    // of each answer from the request. It must be the row a later read finds, field for field.
+    let app = TestApp::spawn().await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "laptop").await;
+    let bound = app.agent(&ws, &rt, 1).await;
+    let r = app
+        .post(
+            "/api/v1/agents",
+            &ws.member,
+            json!({ "name": "pool", "definition": {}, "max_concurrent_tasks": 1,
+                    "runtime_selector": { "provider": "claude-code" } }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let pooled = r.body["id"].as_str().unwrap().to_owned();
+    let body = json!({ "tasks": [
+        item(&bound, json!({})),
+        item(&bound, json!({ "priority": -7, "max_attempts": 4, "idempotency_key": "k1",
+                             "payload": { "s": "é\"\\", "deep": { "a": [1, 2.5, null, true] }, "big": 9007199254740993_u64 },
+                             "concurrency_key": "repo", "concurrency_limit": 3,
+                             "dispatch_timeout": "90s", "running_timeout": 1500, "queued_ttl": "1h 2m 3s 4ms" })),
+        item(&bound, json!({ "dispatch_timeout": 1, "running_timeout": "2h" })),
+        item(&pooled, json!({ "priority": 1000, "payload": {} })),
+    ]});
+    let r = app.post("/api/v1/tasks/batch", &ws.member, body).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(statuses(&r.body), [201, 201, 201, 201]);
+    let res = r.body["results"].as_array().unwrap();
+    assert!(res[3]["task"]["runtime_id"].is_null(), "{:?}", res[3]);
+    for item in res {
+        let mut answered = item["task"].clone();
+        let id = answered["id"].as_str().unwrap().to_owned();
+        let mut stored = app
+            .get(&format!("/api/v1/tasks/{id}"), &ws.member)
+            .await
+            .body;
+        // `blocked` is computed on read (DESIGN §12) and `attempts` is the GET's own (none yet);
+        // everything else is the row.
+        answered.as_object_mut().unwrap().remove("blocked");
+        stored.as_object_mut().unwrap().remove("blocked");
+        assert_eq!(
+            stored.as_object_mut().unwrap().remove("attempts"),
+            Some(json!([]))
+        );
+        assert_eq!(
+            answered, stored,
+            "task {id}: the answer is not the stored row"
+        );
+    }
+    // And the event each carries says what the row says (events are listed once below the
+    // commit horizon, so wait for the four).
+    let queued = || async {
+        let r = app.get("/api/v1/events?limit=500", &ws.member).await;
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "task.queued")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    common::eventually(
+        std::time::Duration::from_secs(20),
+        "the batch's four task.queued events to be listed",
+        || async { queued().await.len() == 4 },
+    )
+    .await;
+    let events = queued().await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    for (e, item) in events.iter().zip(res) {
+        let t = &item["task"];
+        assert_eq!(e["subject_id"], t["id"]);
+        assert_eq!(e["payload"]["run_after"], t["run_after"], "{e:?}");
+        assert_eq!(e["payload"]["priority"], t["priority"], "{e:?}");
+    }
+}

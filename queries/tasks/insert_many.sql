@@ -2,7 +2,9 @@
 -- idempotency key is already used in the workspace (tasks_idempotency; a concurrent enqueue that
 -- committed first) is not inserted and not returned: the caller reads the existing task.
 -- claim_key orders the queue under priority aging: enqueue time in ms minus priority steps of $14 ms
--- (db::tasks::aging_step); the deadline is the queued TTL's.
+-- (db::tasks::aging_step); the deadline is the queued TTL's. Only what the database decides comes
+-- back (seq, and now() as enqueued_at and run_after): the caller has the rest, and a full row a
+-- task (its payload decoded again) was a third of a batch's cost.
 INSERT INTO tasks (id, workspace_id, agent_id, runtime_id, priority, payload, max_attempts, idempotency_key,
                    concurrency_key, concurrency_limit, dispatch_timeout_ms, running_timeout_ms, queued_ttl_ms,
                    claim_key, deadline)
@@ -16,9 +18,4 @@ FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::int[], $6::text[], $7::int[]
                            ckey, climit, dispatch_ms, running_ms, ttl_ms, ord)
 ORDER BY u.ord
 ON CONFLICT (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-RETURNING id AS "id: TaskId", workspace_id AS "workspace_id: WorkspaceId", agent_id AS "agent_id: AgentId",
-       runtime_id AS "runtime_id: RuntimeId", status AS "status: TaskStatus", priority, payload, progress, result, error,
-       failure_reason AS "failure_reason: FailureReason", attempt, max_attempts, attempt_id AS "attempt_id: AttemptId", idempotency_key,
-       run_after, enqueued_at, dispatched_at, started_at, finished_at, usage AS "usage: Json<Usage>", usage_prior AS "usage_prior: Json<Usage>",
-       session AS "session: Json<StoredSession>", seq,
-       concurrency_key, concurrency_limit, dispatch_timeout_ms, running_timeout_ms, queued_ttl_ms, deadline
+RETURNING id AS "id: TaskId", seq, enqueued_at

@@ -143,14 +143,20 @@ pub fn aging_step(priority_aging: std::time::Duration) -> i64 {
     }
 }
 
-/// Inserts tasks set-wise, in order. A task whose idempotency key was already used is left out of
-/// the answer.
+/// Inserts tasks set-wise, in order, and answers them as stored. A task whose idempotency key was
+/// already used is left out of the answer.
 pub async fn insert_many(
     conn: &mut PgConnection,
     ws: WorkspaceId,
     new: &[NewTask<'_>],
     aging_ms: i64,
 ) -> sqlx::Result<Vec<Task>> {
+    /// What the insert decides of a task: the rest is what the caller sent.
+    struct Inserted {
+        id: TaskId,
+        seq: i64,
+        enqueued_at: DateTime<Utc>,
+    }
     let ids: Vec<uuid::Uuid> = new.iter().map(|t| t.id.0).collect();
     let agents: Vec<uuid::Uuid> = new.iter().map(|t| t.agent.0).collect();
     let runtimes: Vec<Option<uuid::Uuid>> = new.iter().map(|t| t.runtime.map(|r| r.0)).collect();
@@ -166,8 +172,8 @@ pub async fn insert_many(
     let dispatch: Vec<i64> = new.iter().map(|t| t.dispatch_timeout_ms).collect();
     let running: Vec<i64> = new.iter().map(|t| t.running_timeout_ms).collect();
     let ttl: Vec<i64> = new.iter().map(|t| t.queued_ttl_ms).collect();
-    sqlx::query_file_as!(
-        Task,
+    let inserted = sqlx::query_file_as!(
+        Inserted,
         "queries/tasks/insert_many.sql",
         ws.0,
         &ids,
@@ -185,7 +191,57 @@ pub async fn insert_many(
         aging_ms,
     )
     .fetch_all(conn)
-    .await
+    .await?;
+    let mut stored: std::collections::HashMap<TaskId, (i64, DateTime<Utc>)> = inserted
+        .into_iter()
+        .map(|row| (row.id, (row.seq, row.enqueued_at)))
+        .collect();
+    Ok(new
+        .iter()
+        .filter_map(|t| {
+            let (seq, at) = stored.remove(&t.id)?;
+            Some(t.stored(ws, seq, at))
+        })
+        .collect())
+}
+
+impl NewTask<'_> {
+    /// The task as `insert_many.sql` stores it (the columns' defaults, the deadline its TTL's).
+    fn stored(&self, ws: WorkspaceId, seq: i64, now: DateTime<Utc>) -> Task {
+        Task {
+            id: self.id,
+            workspace_id: ws,
+            agent_id: self.agent,
+            runtime_id: self.runtime,
+            status: TaskStatus::Queued,
+            priority: self.priority,
+            payload: serde_json::Value::Object(self.payload.clone()),
+            progress: None,
+            result: None,
+            error: None,
+            failure_reason: None,
+            attempt: 0,
+            max_attempts: self.max_attempts,
+            attempt_id: None,
+            idempotency_key: self.idempotency_key.map(str::to_owned),
+            run_after: now,
+            enqueued_at: now,
+            dispatched_at: None,
+            started_at: None,
+            finished_at: None,
+            usage: None,
+            usage_prior: None,
+            session: None,
+            seq,
+            concurrency_key: self.concurrency_key.map(str::to_owned),
+            concurrency_limit: self.concurrency_limit,
+            dispatch_timeout_ms: self.dispatch_timeout_ms,
+            running_timeout_ms: self.running_timeout_ms,
+            queued_ttl_ms: self.queued_ttl_ms,
+            deadline: (self.queued_ttl_ms > 0)
+                .then(|| now + chrono::Duration::milliseconds(self.queued_ttl_ms)),
+        }
+    }
 }
 
 /// The tasks enqueued earlier with these idempotency keys.
