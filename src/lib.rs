@@ -76,8 +76,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tracing::warn!("no admin token configured: admin routes refuse every caller");
     }
     let sockets = Arc::new(http::sockets::Sockets::new(&settings));
-    Ok(AppState(Arc::new(App {
+    let app = Arc::new(App {
         db_health: Arc::new(breaker::Breaker::new("postgres")),
+        reports: service::report_groups::ReportGroups::default(),
         pool,
         sockets,
         settings,
@@ -90,7 +91,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             let burst = rate.saturating_mul(std::num::NonZeroU32::new(2).expect("2 > 0"));
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
         }),
-    })))
+    });
+    service::report_groups::ReportGroups::start(&app);
+    Ok(AppState(app))
 }
 
 /// Runs the sweepers' tick `ticks` times now, as the leader, and returns each tick's duration

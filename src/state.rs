@@ -26,6 +26,8 @@ pub struct App {
     pub sockets: Arc<crate::http::sockets::Sockets>,
     /// Open while PostgreSQL is unreachable: API calls that need it answer 503 at once.
     pub db_health: Arc<crate::breaker::Breaker>,
+    /// The writers of batch reports, which group concurrent ones (group commit).
+    pub reports: crate::service::report_groups::ReportGroups,
 }
 
 impl App {

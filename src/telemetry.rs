@@ -72,6 +72,14 @@ fn describe() {
         "paddock_reports_total",
         "Daemon reports by action and outcome (ok or error code)"
     );
+    describe_gauge!(
+        "paddock_reports_waiting",
+        "Batch reports waiting for a report writer"
+    );
+    describe_histogram!(
+        "paddock_report_group_size",
+        "Batch reports applied together in one transaction (groups of two or more)"
+    );
     describe_histogram!(
         "paddock_sweep_duration_seconds",
         Unit::Seconds,

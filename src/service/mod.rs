@@ -11,6 +11,7 @@
 //! | `runtimes` | register, heartbeat (slow path), deregister, the heartbeat flush |
 //! | `tasks` | enqueue, cancel, claim |
 //! | `reports` | the daemon's reports, single and batched |
+//! | `report_groups` | concurrent batch reports of a workspace, applied as one transaction |
 //! | `transcripts` | the messages of an attempt |
 //! | `sweeps` | every sweep's changes, and the `sweeper_runs` bookkeeping |
 //! | `liveness` | the attempt-liveness sweep: lost attempts, the offline grace |
@@ -18,6 +19,7 @@
 pub mod agents;
 pub mod error;
 pub mod liveness;
+pub mod report_groups;
 pub mod reports;
 pub mod runtimes;
 pub mod sweeps;

@@ -167,31 +167,29 @@ pub async fn report(
     for u in body.updates {
         items.push(report_of(u)?);
     }
-    let answers = service::reports::report(&state, ws, &items).await?;
-    let results = items
-        .iter()
+    let named: Vec<_> = items.iter().map(|i| (i.task, i.report.action())).collect();
+    let answers = state.reports.submit(ws, items).await?;
+    let results = named
+        .into_iter()
         .zip(answers)
-        .map(|(item, answer)| {
-            let action = item.report.action();
-            match answer {
-                Ok(task) => {
-                    count_report(action, None);
-                    ReportResult {
-                        task_id: item.task,
-                        status: 200,
-                        task: Some(task.into()),
-                        error: None,
-                    }
+        .map(|((task_id, action), answer)| match answer {
+            Ok(task) => {
+                count_report(action, None);
+                ReportResult {
+                    task_id,
+                    status: 200,
+                    task: Some(task.into()),
+                    error: None,
                 }
-                Err(refusal) => {
-                    let e = ApiError::from(refusal);
-                    count_report(action, Some(e.code()));
-                    ReportResult {
-                        task_id: item.task,
-                        status: e.status().as_u16(),
-                        task: None,
-                        error: Some(e.problem()),
-                    }
+            }
+            Err(refusal) => {
+                let e = ApiError::from(refusal);
+                count_report(action, Some(e.code()));
+                ReportResult {
+                    task_id,
+                    status: e.status().as_u16(),
+                    task: None,
+                    error: Some(e.problem()),
                 }
             }
         })

@@ -1,0 +1,163 @@
+//! Group commit of daemons' batch reports (`POST /daemon/report`).
+//!
+//! A report's transaction has a fixed cost (begin, lock, one statement per action, the events'
+//! insert, the agents' status, commit) that does not depend on how many updates it carries. Under
+//! load many daemons report at once, and each paying it is most of the work. So reports go to a
+//! few writers ([`WRITERS`]); a writer takes the next report and, with it, every report of the same
+//! workspace already waiting (up to [`GROUP_MAX`] updates), and applies them as one: one
+//! transaction, the updates in arrival order, each report answered with its own part. A report
+//! that arrives while a writer is free is applied at once, alone: grouping never waits for more.
+//!
+//! A group that fails as a whole (a value the database refuses, say) is applied again report by
+//! report, so that one report's error is that report's answer only. A writer that panics answers
+//! its group with an internal error and goes on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::reports::{Answers, ReportItem, report};
+use super::{Error, Result};
+use crate::ids::WorkspaceId;
+use crate::state::App;
+
+/// Report transactions one replica runs at once.
+pub const WRITERS: usize = 2;
+/// Updates one group carries at most (a report alone may carry more: it is not split).
+pub const GROUP_MAX: usize = 1000;
+
+struct Job {
+    ws: WorkspaceId,
+    items: Vec<ReportItem>,
+    reply: oneshot::Sender<Result<Answers>>,
+}
+
+/// The way in to the writers.
+pub struct ReportGroups {
+    tx: mpsc::UnboundedSender<Job>,
+    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+}
+
+impl Default for ReportGroups {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+        }
+    }
+}
+
+impl ReportGroups {
+    /// Starts the writers. They hold the app weakly and stop once it is dropped.
+    pub fn start(app: &Arc<App>) {
+        let Some(rx) = app.reports.rx.lock().expect("report groups lock").take() else {
+            return;
+        };
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WRITERS {
+            tokio::spawn(writer(Arc::downgrade(app), rx.clone()));
+        }
+    }
+
+    /// Applies a daemon's reports as [`report`] does, in a group with whatever else waits.
+    pub async fn submit(&self, ws: WorkspaceId, items: Vec<ReportItem>) -> Result<Answers> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job { ws, items, reply })
+            .map_err(|_| Error::Internal(anyhow::anyhow!("the report writers have stopped")))?;
+        metrics::gauge!("paddock_reports_waiting").increment(1.0);
+        answer.await.map_err(|_| {
+            Error::Internal(anyhow::anyhow!(
+                "a report writer dropped a report unanswered"
+            ))
+        })?
+    }
+}
+
+async fn writer(app: Weak<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+    loop {
+        let groups = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            take_waiting(first, &mut rx)
+        };
+        let Some(app) = app.upgrade() else {
+            return;
+        };
+        for group in groups {
+            // A task of its own, so that a panic answers the group instead of ending the writer.
+            let (app2, answers) = (app.clone(), group.iter().map(|j| j.items.len()).collect());
+            let run = tokio::spawn(async move { apply(&app2, group, answers).await });
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "a report group's writer panicked");
+            }
+        }
+    }
+}
+
+/// `first` and the reports already waiting, grouped by workspace in arrival order: the first
+/// group is `first`'s workspace's.
+fn take_waiting(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>) -> Vec<Vec<Job>> {
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut at: HashMap<WorkspaceId, usize> = HashMap::new();
+    let mut total = 0;
+    let mut job = Some(first);
+    while let Some(j) = job.take() {
+        metrics::gauge!("paddock_reports_waiting").decrement(1.0);
+        total += j.items.len();
+        let n = j.items.len();
+        match at.get(&j.ws) {
+            Some(&g) if sizes[g] + n <= GROUP_MAX => {
+                sizes[g] += n;
+                groups[g].push(j);
+            }
+            _ => {
+                at.insert(j.ws, groups.len());
+                sizes.push(n);
+                groups.push(vec![j]);
+            }
+        }
+        if total < GROUP_MAX {
+            job = rx.try_recv().ok();
+        }
+    }
+    groups
+}
+
+/// Applies one workspace's group in one transaction, or report by report if that fails.
+async fn apply(app: &App, group: Vec<Job>, sizes: Vec<usize>) {
+    if group.len() > 1 {
+        metrics::histogram!("paddock_report_group_size").record(group.len() as f64);
+    }
+    let ws = group[0].ws;
+    let mut all = Vec::with_capacity(sizes.iter().sum());
+    let mut replies = Vec::with_capacity(group.len());
+    for job in group {
+        all.extend(job.items);
+        replies.push(job.reply);
+    }
+    match report(app, ws, &all).await {
+        Ok(answers) => {
+            let mut answers = answers.into_iter();
+            for (reply, n) in replies.into_iter().zip(sizes) {
+                let _ = reply.send(Ok(answers.by_ref().take(n).collect()));
+            }
+        }
+        Err(e) if replies.len() == 1 => {
+            let _ = replies.pop().expect("one reply").send(Err(e));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, reports = replies.len(), "a report group failed; applying its reports one by one");
+            let mut items = all.into_iter();
+            for (reply, n) in replies.into_iter().zip(sizes) {
+                let mine: Vec<ReportItem> = items.by_ref().take(n).collect();
+                let _ = reply.send(report(app, ws, &mine).await);
+            }
+        }
+    }
+}
