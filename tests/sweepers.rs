@@ -614,6 +614,63 @@ async fn events_older_than_event_retention_are_deleted() {
     app.stop().await.unwrap();
 }
 
+#[tokio::test]
+async fn event_retention_deletes_from_the_old_end_of_the_log_a_batch_at_a_time() {
+    // The sweep reads the log by id from its old end (no index on occurred_at). Ids follow time
+    // but not exactly: an event may be younger than one written after it (its transaction started
+    // later). Seed such a log on a bare migrated database and run the sweep's statement.
+    let url = common::fresh_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    paddock::db::MIGRATOR.run(&pool).await.unwrap();
+    // `ages` in hours, in id order.
+    async fn seed(pool: &sqlx::PgPool, ages: &[i32]) -> Vec<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO events (workspace_id, type, subject_id, payload, occurred_at)
+             SELECT gen_random_uuid(), 'task.completed', gen_random_uuid(), '{}',
+                    now() - make_interval(hours => a)
+             FROM unnest($1::int[]) WITH ORDINALITY AS u (a, o) ORDER BY o
+             RETURNING id",
+        )
+        .bind(ages)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+    async fn left(pool: &sqlx::PgPool) -> Vec<i64> {
+        sqlx::query_scalar("SELECT id FROM events ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    }
+    let day = Duration::from_secs(86400);
+    let sweep = |limit: i64| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            paddock::db::sweeps::delete_old_events(&mut conn, day, limit)
+                .await
+                .unwrap()
+        }
+    };
+    // 30 h, 30 h, 2 h (a late writer's younger event), 30 h × 3, then young ones.
+    let ids = seed(&pool, &[30, 30, 2, 30, 30, 30, 1, 0]).await;
+    // A batch of 4 from the old end: of those four, the three old ones.
+    assert_eq!(sweep(4).await, 3);
+    assert_eq!(left(&pool).await, [ids[2], ids[4], ids[5], ids[6], ids[7]]);
+    // The younger event now heads the log: the sweep waits until it is old itself, rather than
+    // read past it (a whole log when nothing is old).
+    assert_eq!(sweep(100).await, 0);
+    sqlx::query("UPDATE events SET occurred_at = now() - interval '25 hours' WHERE id = $1")
+        .bind(ids[2])
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(sweep(100).await, 3);
+    assert_eq!(left(&pool).await, [ids[6], ids[7]]);
+    assert_eq!(sweep(100).await, 0, "nothing old is left");
+    pool.close().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Leadership, healthy state, sweep_runs
 // ---------------------------------------------------------------------------------------------
@@ -898,7 +955,7 @@ async fn sweep_queries_use_active_row_indexes() {
             include_str!("../queries/sweeps/delete_old_events.sql")
                 .replace("$1", &secs(86400))
                 .replace("$2", "5000"),
-            &["events_occurred_at"],
+            &["events_pkey"],
             "events",
         ),
         (
