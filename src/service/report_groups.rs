@@ -64,10 +64,14 @@ impl ReportGroups {
     /// Applies a daemon's reports as [`report`] does, in a group with whatever else waits.
     pub async fn submit(&self, ws: WorkspaceId, items: Vec<ReportItem>) -> Result<Answers> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Job { ws, items, reply })
-            .map_err(|_| Error::Internal(anyhow::anyhow!("the report writers have stopped")))?;
+        // Counted before it can be taken, so that the gauge never dips below the queue.
         metrics::gauge!("paddock_reports_waiting").increment(1.0);
+        if self.tx.send(Job { ws, items, reply }).is_err() {
+            metrics::gauge!("paddock_reports_waiting").decrement(1.0);
+            return Err(Error::Internal(anyhow::anyhow!(
+                "the report writers have stopped"
+            )));
+        }
         answer.await.map_err(|_| {
             Error::Internal(anyhow::anyhow!(
                 "a report writer dropped a report unanswered"
