@@ -790,3 +790,96 @@ async fn claims_find_their_runtime_by_its_key_in_a_table_without_statistics() {
     drop(conn);
     app.stop().await.unwrap();
 }
+
+/// The buffers an `EXPLAIN (ANALYZE, BUFFERS)` says its statement touched.
+fn buffers(plan: &Value) -> i64 {
+    let p = &plan[0]["Plan"];
+    p["Shared Hit Blocks"].as_i64().unwrap() + p["Shared Read Blocks"].as_i64().unwrap()
+}
+
+/// A claim counts its runtime's and agents' active tasks through the partial indexes
+/// `tasks_active_runtime` and `tasks_active_agent`. A task that has finished leaves its entry
+/// there until a vacuum: without one (autovacuum off, or just behind a fast drain), a claim that
+/// visited the heap for every such entry, every time, grew with the runtime's history (7,100
+/// entries, half the claim's time, midway through a 100k drain). Run as the server runs it —
+/// after the claim's locks, in its transaction, with its generic plan — a claim passes the
+/// finished tasks once, and the next one does not see them again.
+#[tokio::test]
+async fn a_claim_does_not_revisit_the_runtimes_finished_tasks() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "history").await;
+    let agent = app.agent(&ws, &rt, 1000).await;
+    // A backlog of another runtime's agent makes the table as large as a drain's: then, without
+    // statistics, the planner reads the counts' index ranges by bitmap.
+    let other = app.runtime(&ws, "backlog").await;
+    let backlog = app.agent(&ws, &other, 1).await;
+    let uuid = |s: &str| s.parse::<Uuid>().unwrap();
+    let (w, r) = (uuid(&ws.id), uuid(&rt));
+    let insert = "INSERT INTO tasks (id, workspace_id, agent_id, payload)
+                  SELECT gen_random_uuid(), $1, $2, '{}' FROM generate_series(1, $3)";
+    for (agent, n) in [(&backlog, 100_000), (&agent, 3000)] {
+        let q = sqlx::query(insert).bind(w).bind(uuid(agent)).bind(n);
+        q.execute(&app.pool).await.unwrap();
+    }
+    // The 3,000 through dispatched to completed, by statements that pass no index entry.
+    for sql in [
+        "UPDATE tasks SET status = 'dispatched', runtime_id = $1, attempt = 1,
+                          attempt_id = gen_random_uuid(), dispatched_at = now()
+         WHERE agent_id = $2",
+        "UPDATE tasks SET status = 'completed', finished_at = now() WHERE agent_id = $2",
+    ] {
+        let q = sqlx::query(sql).bind(r).bind(uuid(&agent));
+        q.execute(&app.pool).await.unwrap();
+    }
+
+    let mut conn = app.pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!(
+        "PREPARE claim (uuid, uuid, bigint, bigint) AS {}",
+        include_str!("../queries/tasks/claim.sql")
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+    sqlx::query(include_str!("../queries/runtimes/lock_for_claim.sql"))
+        .bind(1_i64)
+        .bind(r)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let mut touched = Vec::new();
+    for _ in 0..2 {
+        let plan: Value = sqlx::query_scalar(&format!(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE claim ('{r}', '{w}', 50, 1000)"
+        ))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        let mut nodes = Vec::new();
+        common::db::plan_nodes(&plan[0]["Plan"], &mut nodes);
+        let bitmap: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.0 == "Bitmap Heap Scan" && n.1 == "tasks")
+            .collect();
+        assert!(bitmap.is_empty(), "tasks read by bitmap: {nodes:?}");
+        touched.push(buffers(&plan));
+    }
+    sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.unwrap();
+    // The first claim visits the finished tasks' rows (~320 buffers), the second not (~50; ~220
+    // by bitmap).
+    assert!(
+        touched[0] >= 200,
+        "the first claim saw no history: {touched:?}"
+    );
+    assert!(
+        touched[1] < 100,
+        "the second claim read the history again: {touched:?}"
+    );
+    drop(conn);
+    app.stop().await.unwrap();
+}
