@@ -196,6 +196,12 @@ pub struct Settings {
     /// runtime that comes back within it keeps them running. 0: they fail at once.
     #[arg(long, env = "PADDOCK_OFFLINE_GRACE", default_value = "0s", value_parser = duration)]
     pub offline_grace: Duration,
+
+    /// A batch report that waits this long for a lock another transaction holds (a task row an
+    /// operator's session has locked, say) leaves the replica's report writers and waits on its
+    /// own, so that the replica's other reports go on. 0: it waits in the writer.
+    #[arg(long, env = "PADDOCK_REPORT_LOCK_WAIT", default_value = "200ms", value_parser = duration)]
+    pub report_lock_wait: Duration,
 }
 
 impl Default for Settings {

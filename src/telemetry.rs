@@ -80,6 +80,10 @@ fn describe() {
         "paddock_report_group_size",
         "Batch reports applied together in one transaction (groups of two or more)"
     );
+    describe_counter!(
+        "paddock_report_handoffs_total",
+        "Batch reports that waited report_lock_wait for a lock and left the report writers"
+    );
     describe_histogram!(
         "paddock_sweep_duration_seconds",
         Unit::Seconds,

@@ -1316,3 +1316,74 @@ async fn agent_status_goes_idle_working_idle_with_its_events() {
     );
     app.stop().await.unwrap();
 }
+
+/// A batch report on a task whose row another transaction holds (an operator's open session, say)
+/// waits for it — but not in the replica's report writers: after `report_lock_wait` it leaves them
+/// and waits on its own. More such reports than there are writers, and a report on another task
+/// is still applied while the row stays held; once it is let go, the waiting reports are applied.
+#[tokio::test]
+async fn a_batch_report_held_up_by_a_row_lock_does_not_hold_up_the_others() {
+    let app = TestApp::spawn_with(|s| s.report_lock_wait = Duration::from_millis(50)).await;
+    let (ws, rt, agent) = setup(&app, 10).await;
+    let tasks = enqueue_and_claim(&app, &ws, &rt, &agent, 2).await;
+    let (held, free) = (&tasks[0], &tasks[1]);
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
+        .bind(held.0.parse::<Uuid>().unwrap())
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let start = |(task, attempt): &(String, String)| {
+        let req = app
+            .http
+            .post(format!("{}/api/v1/daemon/report", app.base))
+            .bearer_auth(&ws.daemon)
+            .json(&json!({ "updates": [
+                { "task_id": task, "attempt_id": attempt, "action": "start" }
+            ]}));
+        tokio::spawn(async move {
+            let r = req.send().await.expect("report sent");
+            (r.status(), r.json::<Value>().await.expect("a JSON answer"))
+        })
+    };
+    // One more than the writers, each waiting on the held row.
+    let n = paddock::service::report_groups::WRITERS + 1;
+    let mut stuck = Vec::new();
+    let pool = &app.pool;
+    for i in 0..n {
+        stuck.push(start(held));
+        common::eventually(
+            Duration::from_secs(10),
+            "the report to wait on the held row",
+            || async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(pool)
+                .await
+                .unwrap();
+                waiting > i as i64
+            },
+        )
+        .await;
+    }
+    let other = tokio::time::timeout(Duration::from_secs(10), start(free))
+        .await
+        .expect("a report on another task is applied while the row stays held")
+        .unwrap();
+    assert_eq!(other.0, StatusCode::OK, "{}", other.1);
+    assert_eq!(other.1["results"][0]["status"], 200, "{}", other.1);
+    assert!(
+        stuck.iter().all(|r| !r.is_finished()),
+        "a report answered while its row was held"
+    );
+    lock.rollback().await.unwrap();
+    for r in stuck {
+        let (status, body) = r.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["results"][0]["status"], 200, "{body}");
+    }
+    assert_eq!(task(&app, &ws, &held.0).await["status"], "running");
+    app.stop().await.unwrap();
+}

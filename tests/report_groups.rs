@@ -135,7 +135,8 @@ async fn round(
 
 #[tokio::test]
 async fn waiting_reports_are_applied_together_and_a_failing_group_report_by_report() {
-    let app = TestApp::spawn().await;
+    // The writers wait on the held rows as long as they are held (no hand-off).
+    let app = TestApp::spawn_with(|s| s.report_lock_wait = Duration::ZERO).await;
     let ws = app.workspace().await;
     let rt = app.runtime(&ws, "laptop").await;
     let agent = app.agent(&ws, &rt, 10).await;

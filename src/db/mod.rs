@@ -97,9 +97,22 @@ impl Dedicated {
 pub async fn begin_hot(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>> {
     begin_uncancelled(
         pool,
-        Some("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan"),
+        Some("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan".into()),
     )
     .await
+}
+
+/// [`begin_hot`], and a statement that waits longer than `lock_wait` for a lock fails with
+/// `lock_not_available` (55P03; see `service::Error::is_lock_timeout`). Zero: no bound.
+pub async fn begin_hot_bounded(
+    pool: &PgPool,
+    lock_wait: std::time::Duration,
+) -> sqlx::Result<Transaction<'static, Postgres>> {
+    let sql = format!(
+        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL lock_timeout = {}",
+        lock_wait.as_millis()
+    );
+    begin_uncancelled(pool, Some(sql.into())).await
 }
 
 /// Begins a transaction on a pooled connection (the way every service call does).
@@ -115,7 +128,7 @@ pub async fn begin(pool: &PgPool) -> sqlx::Result<Transaction<'static, Postgres>
 /// task always finishes: a transaction nobody awaits any more is dropped whole, which rolls it back.
 async fn begin_uncancelled(
     pool: &PgPool,
-    statement: Option<&'static str>,
+    statement: Option<std::borrow::Cow<'static, str>>,
 ) -> sqlx::Result<Transaction<'static, Postgres>> {
     let pool = pool.clone();
     let begun = tokio::spawn(async move {

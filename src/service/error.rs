@@ -45,6 +45,13 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// A statement gave up waiting for a lock (`lock_timeout`: 55P03 `lock_not_available`).
+    pub fn is_lock_timeout(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03"))
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         if let sqlx::Error::Database(db) = &err {

@@ -11,13 +11,18 @@
 //! A group that fails as a whole (a value the database refuses, say) is applied again report by
 //! report, so that one report's error is that report's answer only. A writer that panics answers
 //! its group with an internal error and goes on.
+//!
+//! A writer waits at most `report_lock_wait` for a lock (a task row another transaction holds):
+//! then the group is rolled back and its reports are handed off, each applied alone in a task of
+//! its own that waits as long as it must, and the writer takes the next reports. A held row thus
+//! holds up only the reports of its task, as it did before reports were grouped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::reports::{Answers, ReportItem, report};
+use super::reports::{Answers, ReportItem, report, report_bounded};
 use super::{Error, Result};
 use crate::ids::WorkspaceId;
 use crate::state::App;
@@ -95,7 +100,7 @@ async fn writer(app: Weak<App>, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
         for group in groups {
             // A task of its own, so that a panic answers the group instead of ending the writer.
             let (app2, answers) = (app.clone(), group.iter().map(|j| j.items.len()).collect());
-            let run = tokio::spawn(async move { apply(&app2, group, answers).await });
+            let run = tokio::spawn(async move { apply(app2, group, answers).await });
             if let Err(e) = run.await {
                 tracing::error!(error = %e, "a report group's writer panicked");
             }
@@ -134,22 +139,29 @@ fn take_waiting(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>) -> Vec<Vec<Jo
 }
 
 /// Applies one workspace's group in one transaction, or report by report if that fails.
-async fn apply(app: &App, group: Vec<Job>, sizes: Vec<usize>) {
+async fn apply(app: Arc<App>, group: Vec<Job>, sizes: Vec<usize>) {
     if group.len() > 1 {
         metrics::histogram!("paddock_report_group_size").record(group.len() as f64);
     }
     let ws = group[0].ws;
+    let lock_wait = app.settings.report_lock_wait;
     let mut all = Vec::with_capacity(sizes.iter().sum());
     let mut replies = Vec::with_capacity(group.len());
     for job in group {
         all.extend(job.items);
         replies.push(job.reply);
     }
-    match report(app, ws, &all).await {
+    match report_bounded(&app, ws, &all, lock_wait).await {
         Ok(answers) => {
             let mut answers = answers.into_iter();
             for (reply, n) in replies.into_iter().zip(sizes) {
                 let _ = reply.send(Ok(answers.by_ref().take(n).collect()));
+            }
+        }
+        Err(e) if e.is_lock_timeout() => {
+            let mut items = all.into_iter();
+            for (reply, n) in replies.into_iter().zip(sizes) {
+                hand_off(&app, ws, items.by_ref().take(n).collect(), reply);
             }
         }
         Err(e) if replies.len() == 1 => {
@@ -160,8 +172,28 @@ async fn apply(app: &App, group: Vec<Job>, sizes: Vec<usize>) {
             let mut items = all.into_iter();
             for (reply, n) in replies.into_iter().zip(sizes) {
                 let mine: Vec<ReportItem> = items.by_ref().take(n).collect();
-                let _ = reply.send(report(app, ws, &mine).await);
+                match report_bounded(&app, ws, &mine, lock_wait).await {
+                    Err(e) if e.is_lock_timeout() => hand_off(&app, ws, mine, reply),
+                    answer => {
+                        let _ = reply.send(answer);
+                    }
+                }
             }
         }
     }
+}
+
+/// Applies a report that waited too long for a lock in a task of its own, waiting as long as it
+/// must, outside the writers.
+fn hand_off(
+    app: &Arc<App>,
+    ws: WorkspaceId,
+    items: Vec<ReportItem>,
+    reply: oneshot::Sender<Result<Answers>>,
+) {
+    metrics::counter!("paddock_report_handoffs_total").increment(1);
+    let app = app.clone();
+    tokio::spawn(async move {
+        let _ = reply.send(report(&app, ws, &items).await);
+    });
 }

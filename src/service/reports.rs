@@ -84,7 +84,28 @@ pub type Answers = Vec<std::result::Result<Task, Refusal>>;
 /// Applies a daemon's reports in order, in one transaction, and commits. A refused report changes
 /// nothing and does not abort the others; any other error aborts them all.
 pub async fn report(app: &App, ws: WorkspaceId, items: &[ReportItem]) -> Result<Answers> {
-    let mut tx = db::begin_hot(&app.pool).await?;
+    let tx = db::begin_hot(&app.pool).await?;
+    report_in(app, tx, ws, items).await
+}
+
+/// [`report`], giving up (`Error::is_lock_timeout`, nothing written) if a lock it needs is held
+/// longer than `lock_wait`: how the report writers apply reports (`service::report_groups`).
+pub async fn report_bounded(
+    app: &App,
+    ws: WorkspaceId,
+    items: &[ReportItem],
+    lock_wait: std::time::Duration,
+) -> Result<Answers> {
+    let tx = db::begin_hot_bounded(&app.pool, lock_wait).await?;
+    report_in(app, tx, ws, items).await
+}
+
+async fn report_in(
+    app: &App,
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    ws: WorkspaceId,
+    items: &[ReportItem],
+) -> Result<Answers> {
     let backoff = app.backoff();
     let mut tasks: HashMap<TaskId, Task> = db::tasks::lock_many(&mut tx, &task_ids(items), ws)
         .await?
