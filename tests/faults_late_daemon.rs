@@ -483,12 +483,7 @@ async fn deregistered_daemons_late_reports_are_refused() {
         .await["id"]);
     let single = s(&app.enqueue(&ws, &agent, json!({ "max_attempts": 1 })).await["id"]);
     let c = app.claim(&ws, &rt, 2, 0).await;
-    let got: Vec<(String, String)> = c["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (s(&t["task_id"]), s(&t["attempt_id"])))
-        .collect();
+    let got = common::json::claimed_attempts(&c);
     assert_eq!(got.len(), 2, "{c}");
     let a1 = got.iter().find(|(t, _)| *t == retried).unwrap().1.clone();
     let b1 = got.iter().find(|(t, _)| *t == single).unwrap().1.clone();

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::json::s;
+use common::json::claimed_attempts;
 use common::{TestApp, Ws, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -147,12 +147,7 @@ async fn waiting_reports_are_applied_together_and_a_failing_group_report_by_repo
         app.enqueue(&ws, &agent, json!({})).await;
     }
     let claimed = app.claim(&ws, &rt, 2 * per_round as i64, 0).await;
-    let t: Vec<(String, String)> = claimed["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| (s(&c["task_id"]), s(&c["attempt_id"])))
-        .collect();
+    let t = claimed_attempts(&claimed);
     assert_eq!(t.len(), 2 * per_round, "{claimed}");
     let (t, u) = t.split_at(per_round);
 
@@ -229,5 +224,72 @@ async fn waiting_reports_are_applied_together_and_a_failing_group_report_by_repo
     assert!(completed_in(&app, &u[w].0).await.is_none());
     assert!(completed_in(&app, &u[w + 1].0).await.is_some());
     assert_eq!(reports_waiting(&app).await, 0.0);
+    app.stop().await.unwrap();
+
+    held_row_in_a_group().await;
+}
+
+/// (Part of the test above: it reads the same gauge.) A group with a report on a row another
+/// transaction holds, and one on a free task: once the writer's `report_lock_wait` runs out, the
+/// group is handed off, the free task's report is applied while the row stays held, and the held
+/// task's reports wait for it.
+async fn held_row_in_a_group() {
+    // Wide enough that the later reports are seen queued while the writers wait.
+    let app = TestApp::spawn_with(|s| s.report_lock_wait = Duration::from_secs(3)).await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "laptop").await;
+    let agent = app.agent(&ws, &rt, 10).await;
+    app.enqueue(&ws, &agent, json!({})).await;
+    app.enqueue(&ws, &agent, json!({})).await;
+    let claimed = app.claim(&ws, &rt, 2, 0).await;
+    let t = claimed_attempts(&claimed);
+    assert_eq!(t.len(), 2, "{claimed}");
+    let (x, y) = (&t[0], &t[1]);
+    let lock = hold(&app, &x.0).await;
+    // Every writer waits on x's row, one report each.
+    let w = paddock::service::report_groups::WRITERS;
+    let mut on_x = Vec::new();
+    for i in 0..w {
+        on_x.push(complete(&app, &ws, x, json!({ "n": i })));
+        eventually(
+            Duration::from_secs(10),
+            "the report writer to wait on the held row lock",
+            || async { waiting_on_locks(&app).await > i as i64 },
+        )
+        .await;
+    }
+    // Then one more on x and one on y wait for a writer, to be taken as one group.
+    on_x.push(complete(&app, &ws, x, json!({ "n": w })));
+    eventually(
+        Duration::from_secs(10),
+        "the third report on x to wait for a writer",
+        || async { reports_waiting(&app).await >= 1.0 },
+    )
+    .await;
+    let free = complete(&app, &ws, y, json!({ "free": true }));
+    eventually(
+        Duration::from_secs(10),
+        "the report on y to wait for a writer",
+        || async { reports_waiting(&app).await >= 2.0 },
+    )
+    .await;
+    let (status, body) = tokio::time::timeout(Duration::from_secs(30), free)
+        .await
+        .expect("the report on the free task is applied while x's row stays held")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][1]["task"]["status"], "completed", "{body}");
+    assert!(
+        on_x.iter().all(|r| !r.is_finished()),
+        "a report on x answered while its row was held"
+    );
+    lock.rollback().await.unwrap();
+    for r in on_x {
+        let (status, body) = r.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // The first report on x that got the row completed it; the later ones found it done.
+    let done = common::api::task(&app, &ws, &x.0).await;
+    assert_eq!(done["status"], "completed", "{done}");
     app.stop().await.unwrap();
 }

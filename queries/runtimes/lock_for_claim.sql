@@ -10,8 +10,11 @@
 -- drain without a vacuum between, 7,100 entries and 1,600 buffers (4.8 ms) to count 0 tasks, half
 -- the claim, growing with history. An index scan marks each entry of a dead row as it passes it
 -- (kill_prior_tuple), so a claim visits only the tasks that finished since the claim before.
--- The claim's plan is made under this setting: its custom plans, and the generic plan cached from
--- them on the connection.
+-- The claim's plan (generic: begin_hot forces generic plans) is made under this setting, as is
+-- any replan after an ANALYZE, since the claim runs only after this statement. A plan is not made
+-- again when the setting changes: other statements first planned in a claim's transaction on a
+-- connection (take_cancels, the events' insert) keep that plan elsewhere; they are key lookups,
+-- which no bitmap scan serves better.
 SELECT pg_advisory_xact_lock($1) AS "runtime!",
        (SELECT count(*) FROM (
             SELECT pg_advisory_xact_lock(7002, hashtext(a.id::text))

@@ -108,9 +108,10 @@ pub async fn begin_hot_bounded(
     pool: &PgPool,
     lock_wait: std::time::Duration,
 ) -> sqlx::Result<Transaction<'static, Postgres>> {
+    // lock_timeout is an int of milliseconds: past it, the bound is as good as none.
+    let ms = lock_wait.as_millis().min(i32::MAX as u128);
     let sql = format!(
-        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL lock_timeout = {}",
-        lock_wait.as_millis()
+        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL lock_timeout = {ms}"
     );
     begin_uncancelled(pool, Some(sql.into())).await
 }

@@ -13,24 +13,29 @@
 //! its group with an internal error and goes on.
 //!
 //! A writer waits at most `report_lock_wait` for a lock (a task row another transaction holds):
-//! then the group is rolled back and its reports are handed off, each applied alone in a task of
-//! its own that waits as long as it must, and the writer takes the next reports. A held row thus
-//! holds up only the reports of its task, as it did before reports were grouped.
+//! then the group is rolled back and handed off to a task of its own, and the writer takes the
+//! next reports. That task applies the group's reports one by one in arrival order, each again
+//! waiting at most `report_lock_wait`; those still held up, and every later report of the group
+//! that names one of their tasks, are then applied in order waiting as long as they must, by at
+//! most [`HANDOFF_WAITERS`] such tasks of the replica at once (so that reports behind a held row
+//! cannot take the pool's connections). A held row thus holds up only the reports of its task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 
 use super::reports::{Answers, ReportItem, report, report_bounded};
 use super::{Error, Result};
-use crate::ids::WorkspaceId;
+use crate::ids::{TaskId, WorkspaceId};
 use crate::state::App;
 
 /// Report transactions one replica runs at once.
 pub const WRITERS: usize = 2;
 /// Updates one group carries at most (a report alone may carry more: it is not split).
 pub const GROUP_MAX: usize = 1000;
+/// Handed-off reports that wait without a bound for a held lock, at once, per replica.
+pub const HANDOFF_WAITERS: usize = 4;
 
 struct Job {
     ws: WorkspaceId,
@@ -42,6 +47,7 @@ struct Job {
 pub struct ReportGroups {
     tx: mpsc::UnboundedSender<Job>,
     rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Job>>>,
+    waiters: Arc<Semaphore>,
 }
 
 impl Default for ReportGroups {
@@ -50,6 +56,7 @@ impl Default for ReportGroups {
         Self {
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
+            waiters: Arc::new(Semaphore::new(HANDOFF_WAITERS)),
         }
     }
 }
@@ -144,56 +151,90 @@ async fn apply(app: Arc<App>, group: Vec<Job>, sizes: Vec<usize>) {
         metrics::histogram!("paddock_report_group_size").record(group.len() as f64);
     }
     let ws = group[0].ws;
-    let lock_wait = app.settings.report_lock_wait;
     let mut all = Vec::with_capacity(sizes.iter().sum());
     let mut replies = Vec::with_capacity(group.len());
     for job in group {
         all.extend(job.items);
         replies.push(job.reply);
     }
-    match report_bounded(&app, ws, &all, lock_wait).await {
+    let answer = report_bounded(&app, ws, &all, app.settings.report_lock_wait).await;
+    let mut items = all.into_iter();
+    let mut jobs: Vec<Pending> = replies
+        .into_iter()
+        .zip(sizes)
+        .map(|(reply, n)| (items.by_ref().take(n).collect(), reply))
+        .collect();
+    match answer {
         Ok(answers) => {
             let mut answers = answers.into_iter();
-            for (reply, n) in replies.into_iter().zip(sizes) {
-                let _ = reply.send(Ok(answers.by_ref().take(n).collect()));
+            for (items, reply) in jobs {
+                let _ = reply.send(Ok(answers.by_ref().take(items.len()).collect()));
             }
         }
-        Err(e) if e.is_lock_timeout() => {
-            let mut items = all.into_iter();
-            for (reply, n) in replies.into_iter().zip(sizes) {
-                hand_off(&app, ws, items.by_ref().take(n).collect(), reply);
-            }
-        }
-        Err(e) if replies.len() == 1 => {
-            let _ = replies.pop().expect("one reply").send(Err(e));
+        Err(e) if e.is_lock_timeout() => hand_off(&app, ws, jobs),
+        Err(e) if jobs.len() == 1 => {
+            let _ = jobs.pop().expect("one report").1.send(Err(e));
         }
         Err(e) => {
-            tracing::debug!(error = %e, reports = replies.len(), "a report group failed; applying its reports one by one");
-            let mut items = all.into_iter();
-            for (reply, n) in replies.into_iter().zip(sizes) {
-                let mine: Vec<ReportItem> = items.by_ref().take(n).collect();
-                match report_bounded(&app, ws, &mine, lock_wait).await {
-                    Err(e) if e.is_lock_timeout() => hand_off(&app, ws, mine, reply),
-                    answer => {
-                        let _ = reply.send(answer);
-                    }
-                }
+            tracing::debug!(error = %e, reports = jobs.len(), "a report group failed; applying its reports one by one");
+            let stuck = one_by_one(&app, ws, jobs).await;
+            if !stuck.is_empty() {
+                hand_off(&app, ws, stuck);
             }
         }
     }
 }
 
-/// Applies a report that waited too long for a lock in a task of its own, waiting as long as it
-/// must, outside the writers.
-fn hand_off(
-    app: &Arc<App>,
-    ws: WorkspaceId,
-    items: Vec<ReportItem>,
-    reply: oneshot::Sender<Result<Answers>>,
-) {
-    metrics::counter!("paddock_report_handoffs_total").increment(1);
+type Pending = (Vec<ReportItem>, oneshot::Sender<Result<Answers>>);
+
+/// Applies reports one by one in order, each waiting at most `report_lock_wait`; returns, in
+/// order, those that waited longer and every later one that names one of their tasks (applying it
+/// first could change the order of a task's reports).
+async fn one_by_one(app: &App, ws: WorkspaceId, jobs: Vec<Pending>) -> Vec<Pending> {
+    let mut stuck = Vec::new();
+    let mut held: HashSet<TaskId> = HashSet::new();
+    for (items, reply) in jobs {
+        if items.iter().any(|i| held.contains(&i.task)) {
+            stuck.push((items, reply));
+            continue;
+        }
+        match report_bounded(app, ws, &items, app.settings.report_lock_wait).await {
+            Err(e) if e.is_lock_timeout() => {
+                held.extend(items.iter().map(|i| i.task));
+                stuck.push((items, reply));
+            }
+            answer => {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+    stuck
+}
+
+/// Takes reports held up by a lock out of the writers: a task of their own applies them one by one
+/// (`one_by_one`), then what is still held up in order and without a bound, once one of the
+/// replica's [`HANDOFF_WAITERS`] permits is free. At shutdown, what still waits is dropped
+/// unanswered (its daemon retries).
+fn hand_off(app: &Arc<App>, ws: WorkspaceId, jobs: Vec<Pending>) {
+    metrics::counter!("paddock_report_handoffs_total").increment(jobs.len() as u64);
     let app = app.clone();
     tokio::spawn(async move {
-        let _ = reply.send(report(&app, ws, &items).await);
+        let shutdown = app.shutdown.clone();
+        let settle = async {
+            let stuck = one_by_one(&app, ws, jobs).await;
+            if stuck.is_empty() {
+                return;
+            }
+            let Ok(_permit) = app.reports.waiters.acquire().await else {
+                return;
+            };
+            for (items, reply) in stuck {
+                let _ = reply.send(report(&app, ws, &items).await);
+            }
+        };
+        tokio::select! {
+            () = settle => {}
+            () = shutdown.cancelled() => {}
+        }
     });
 }

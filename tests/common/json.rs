@@ -25,3 +25,13 @@ pub fn claimed_ids(reply: &Value) -> Vec<String> {
         .map(|t| s(&t["task_id"]))
         .collect()
 }
+
+/// The `(task_id, attempt_id)`s of a claim reply's tasks, in order; panics when it has no `tasks`.
+pub fn claimed_attempts(reply: &Value) -> Vec<(String, String)> {
+    reply["tasks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tasks in {reply}"))
+        .iter()
+        .map(|t| (s(&t["task_id"]), s(&t["attempt_id"])))
+        .collect()
+}
