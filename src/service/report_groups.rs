@@ -14,11 +14,12 @@
 //!
 //! A writer waits at most `report_lock_wait` for a lock (a task row another transaction holds):
 //! then the group is rolled back and handed off to a task of its own, and the writer takes the
-//! next reports. That task applies the group's reports one by one in arrival order, each again
-//! waiting at most `report_lock_wait`; those still held up, and every later report of the group
-//! that names one of their tasks, are then applied in order waiting as long as they must, by at
-//! most [`HANDOFF_WAITERS`] such tasks of the replica at once (so that reports behind a held row
-//! cannot take the pool's connections). A held row thus holds up only the reports of its task.
+//! next reports. That task applies a group's reports one by one in arrival order, each again
+//! waiting at most `report_lock_wait` (a report alone has had that wait already); those still held
+//! up, and every later report of the group that names one of their tasks, are then applied in
+//! order waiting as long as they must, by at most [`HANDOFF_WAITERS`] such tasks of the replica at
+//! once (so that reports behind a held row cannot take the pool's connections). A held row thus
+//! holds up only the reports of its task.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -171,7 +172,11 @@ async fn apply(app: Arc<App>, group: Vec<Job>, sizes: Vec<usize>) {
                 let _ = reply.send(Ok(answers.by_ref().take(items.len()).collect()));
             }
         }
-        Err(e) if e.is_lock_timeout() => hand_off(&app, ws, jobs),
+        Err(e) if e.is_lock_timeout() => {
+            // A report alone has just had its bounded wait; a group's reports have not.
+            let alone = jobs.len() == 1;
+            hand_off(&app, ws, jobs, !alone);
+        }
         Err(e) if jobs.len() == 1 => {
             let _ = jobs.pop().expect("one report").1.send(Err(e));
         }
@@ -179,7 +184,7 @@ async fn apply(app: Arc<App>, group: Vec<Job>, sizes: Vec<usize>) {
             tracing::debug!(error = %e, reports = jobs.len(), "a report group failed; applying its reports one by one");
             let stuck = one_by_one(&app, ws, jobs).await;
             if !stuck.is_empty() {
-                hand_off(&app, ws, stuck);
+                hand_off(&app, ws, stuck, false);
             }
         }
     }
@@ -212,16 +217,20 @@ async fn one_by_one(app: &App, ws: WorkspaceId, jobs: Vec<Pending>) -> Vec<Pendi
 }
 
 /// Takes reports held up by a lock out of the writers: a task of their own applies them one by one
-/// (`one_by_one`), then what is still held up in order and without a bound, once one of the
-/// replica's [`HANDOFF_WAITERS`] permits is free. At shutdown, what still waits is dropped
-/// unanswered (its daemon retries).
-fn hand_off(app: &Arc<App>, ws: WorkspaceId, jobs: Vec<Pending>) {
+/// (`one_by_one`) unless each has already had its bounded wait alone (`sort_out` false), then what
+/// is still held up in order and without a bound, once one of the replica's [`HANDOFF_WAITERS`]
+/// permits is free. At shutdown, what still waits is dropped unanswered (its daemon retries).
+fn hand_off(app: &Arc<App>, ws: WorkspaceId, jobs: Vec<Pending>, sort_out: bool) {
     metrics::counter!("paddock_report_handoffs_total").increment(jobs.len() as u64);
     let app = app.clone();
     tokio::spawn(async move {
         let shutdown = app.shutdown.clone();
         let settle = async {
-            let stuck = one_by_one(&app, ws, jobs).await;
+            let stuck = if sort_out {
+                one_by_one(&app, ws, jobs).await
+            } else {
+                jobs
+            };
             if stuck.is_empty() {
                 return;
             }
