@@ -9,8 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::api::{agent_status, deregister, heartbeat_ok, report_batch, task};
-use common::db::count_events;
+use common::api::{agent_status, deregister, heartbeat_ok, report_batch, report_spawned, task};
+use common::db::{count_events, hold, waiting_on_locks};
 use common::json::{s, ts};
 use common::{TestApp, Ws};
 use reqwest::StatusCode;
@@ -1327,44 +1327,23 @@ async fn a_batch_report_held_up_by_a_row_lock_does_not_hold_up_the_others() {
     let (ws, rt, agent) = setup(&app, 10).await;
     let tasks = enqueue_and_claim(&app, &ws, &rt, &agent, 2).await;
     let (held, free) = (&tasks[0], &tasks[1]);
-    let mut lock = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
-        .bind(held.0.parse::<Uuid>().unwrap())
-        .execute(&mut *lock)
-        .await
-        .unwrap();
+    let lock = hold(&app, &held.0).await;
     let start = |(task, attempt): &(String, String)| {
-        let req = app
-            .http
-            .post(format!("{}/api/v1/daemon/report", app.base))
-            .bearer_auth(&ws.daemon)
-            .json(&json!({ "updates": [
-                { "task_id": task, "attempt_id": attempt, "action": "start" }
-            ]}));
-        tokio::spawn(async move {
-            let r = req.send().await.expect("report sent");
-            (r.status(), r.json::<Value>().await.expect("a JSON answer"))
-        })
+        report_spawned(
+            &app,
+            &ws,
+            json!([{ "task_id": task, "attempt_id": attempt, "action": "start" }]),
+        )
     };
     // One more than the writers, each waiting on the held row.
     let n = paddock::service::report_groups::WRITERS + 1;
     let mut stuck = Vec::new();
-    let pool = &app.pool;
     for i in 0..n {
         stuck.push(start(held));
         common::eventually(
             Duration::from_secs(10),
             "the report to wait on the held row",
-            || async move {
-                let waiting: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM pg_stat_activity
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(pool)
-                .await
-                .unwrap();
-                waiting > i as i64
-            },
+            || async { waiting_on_locks(&app).await > i as i64 },
         )
         .await;
     }

@@ -9,11 +9,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::api::report_spawned;
+use common::db::{hold, waiting_on_locks};
 use common::json::claimed_attempts;
 use common::{TestApp, Ws, eventually};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 /// `POST /daemon/report` with a task's `start` and `complete`, sent from a task of its own.
@@ -23,40 +24,14 @@ fn complete(
     (task, attempt): &(String, String),
     result: Value,
 ) -> tokio::task::JoinHandle<(StatusCode, Value)> {
-    let req = app
-        .http
-        .post(format!("{}/api/v1/daemon/report", app.base))
-        .bearer_auth(&ws.daemon)
-        .json(&json!({ "updates": [
+    report_spawned(
+        app,
+        ws,
+        json!([
             { "task_id": task, "attempt_id": attempt, "action": "start" },
             { "task_id": task, "attempt_id": attempt, "action": "complete", "result": result }
-        ]}));
-    tokio::spawn(async move {
-        let r = req.send().await.expect("report sent");
-        let status = r.status();
-        (status, r.json().await.expect("a JSON answer"))
-    })
-}
-
-/// Holds the row lock of `task` in a transaction of its own, so that a report on it waits.
-async fn hold(app: &TestApp, task: &str) -> Transaction<'static, Postgres> {
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
-        .bind(task.parse::<Uuid>().unwrap())
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx
-}
-
-async fn waiting_on_locks(app: &TestApp) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity
-         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ]),
     )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap()
 }
 
 async fn reports_waiting(app: &TestApp) -> f64 {

@@ -29,6 +29,24 @@ pub async fn report_batch(app: &TestApp, ws: &Ws, updates: Value) -> Vec<Value> 
     r.body["results"].as_array().expect("results").clone()
 }
 
+/// `POST /daemon/report {updates}` sent from a task of its own: its status and JSON answer.
+pub fn report_spawned(
+    app: &TestApp,
+    ws: &Ws,
+    updates: Value,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let req = app
+        .http
+        .post(format!("{}/api/v1/daemon/report", app.base))
+        .bearer_auth(&ws.daemon)
+        .json(&json!({ "updates": updates }));
+    tokio::spawn(async move {
+        let r = req.send().await.expect("report sent");
+        let status = r.status();
+        (status, r.json().await.expect("a JSON answer"))
+    })
+}
+
 /// `GET /runtimes/{id}`; asserts 200 and returns the body.
 pub async fn runtime(app: &TestApp, ws: &Ws, id: &str) -> Value {
     let r = app.get(&format!("/api/v1/runtimes/{id}"), &ws.member).await;

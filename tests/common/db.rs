@@ -2,7 +2,7 @@
 //! horizon, no tenant filter).
 
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::TestApp;
@@ -56,4 +56,26 @@ pub fn plan_nodes(plan: &Value, out: &mut Vec<(String, String, String)>) {
             plan_nodes(c, out);
         }
     }
+}
+
+/// Holds the row lock of `task` in a transaction of its own, so that a write of it waits.
+pub async fn hold(app: &TestApp, task: &str) -> Transaction<'static, Postgres> {
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE")
+        .bind(task.parse::<Uuid>().unwrap())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Backends of the test's database waiting on a lock.
+pub async fn waiting_on_locks(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
 }
