@@ -82,7 +82,12 @@ async fn each_item_gets_what_a_single_enqueue_would_answer_in_request_order() {
             r["task"].is_null() != r["error"].is_null(),
             "a task or an error: {r}"
         );
+        assert_eq!(
+            r["task_id"], r["task"]["id"],
+            "the task's id beside it: {r}"
+        );
     }
+    assert!(r.headers.get("preference-applied").is_none());
 
     // One task.queued per created task, and nothing else.
     assert_eq!(app.count("events").await - events_before, 3);
@@ -260,6 +265,16 @@ async fn the_client_enqueues_a_batch() {
         out.results[2].task.as_ref().unwrap().payload,
         json!({ "i": 2 })
     );
+    let minimal = app
+        .client(&ws.member)
+        .enqueue_batch_minimal(&tasks)
+        .await
+        .expect("batch");
+    assert!(minimal.results.iter().all(|r| r.status == 201));
+    assert!(minimal.results.iter().all(|r| r.task.is_none()));
+    let id = minimal.results[2].task_id.expect("the task's id");
+    let stored = api::task(&app, &ws, &id.to_string()).await;
+    assert_eq!(stored["payload"], json!({ "i": 2 }));
 }
 
 #[tokio::test]
@@ -340,4 +355,46 @@ async fn each_created_task_is_answered_as_it_is_stored() {
         assert_eq!(e["payload"]["run_after"], t["run_after"], "{e:?}");
         assert_eq!(e["payload"]["priority"], t["priority"], "{e:?}");
     }
+}
+
+#[tokio::test]
+async fn under_prefer_minimal_each_result_names_its_task_by_id_alone() {
+    let app = TestApp::spawn().await;
+    let ws = app.workspace().await;
+    let rt = app.runtime(&ws, "laptop").await;
+    let agent = app.agent(&ws, &rt, 1).await;
+    let earlier = app
+        .enqueue(&ws, &agent, json!({ "idempotency_key": "earlier" }))
+        .await;
+    let body = json!({ "tasks": [
+        item(&agent, json!({ "payload": { "i": 0 } })),
+        item(&agent, json!({ "idempotency_key": "earlier" })),
+        item("00000000-0000-4000-8000-000000000000", json!({})),
+        item(&agent, json!({ "payload": { "i": 3 } })),
+    ]});
+    let r = app
+        .post_minimal("/api/v1/tasks/batch", &ws.member, body)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.headers
+            .get("preference-applied")
+            .and_then(|v| v.to_str().ok()),
+        Some("return=minimal")
+    );
+    assert_eq!(statuses(&r.body), [201, 200, 404, 201]);
+    let res = r.body["results"].as_array().unwrap();
+    for r in res {
+        assert!(r["task"].is_null(), "no task under return=minimal: {r}");
+    }
+    assert_eq!(res[1]["task_id"], earlier["id"]);
+    assert_eq!(res[2]["error"]["code"], "not_found");
+    assert!(res[2]["task_id"].is_null());
+    // The ids answered are the tasks written, with their payloads.
+    for (i, n) in [(0, 0), (3, 3)] {
+        let id = res[i]["task_id"].as_str().expect("an id");
+        assert_eq!(api::task(&app, &ws, id).await["payload"], json!({ "i": n }));
+    }
+    assert_eq!(app.count("tasks").await, 3);
+    app.stop().await.unwrap();
 }

@@ -155,6 +155,19 @@ async fn a_task_s_life_through_the_typed_client() {
         reply.results[0].status, 200,
         "a repeated start is already applied"
     );
+    assert!(reply.results[0].task.is_some());
+    let minimal = daemon
+        .report_minimal(&ReportBody {
+            updates: vec![Update::start(id, attempt)],
+        })
+        .await
+        .unwrap();
+    assert_eq!(minimal.results[0].status, 200);
+    assert_eq!(minimal.results[0].task_id, id);
+    assert!(
+        minimal.results[0].task.is_none(),
+        "Prefer: return=minimal answers without the task"
+    );
     let def = daemon.definition(agent.id, None).await.unwrap().unwrap();
     assert_eq!(def.version, 1);
     assert!(

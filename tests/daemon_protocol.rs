@@ -1035,6 +1035,60 @@ async fn report_batch_answers_one_result_per_update_in_order_with_the_single_cal
 }
 
 #[tokio::test]
+async fn report_batch_under_prefer_minimal_answers_each_status_and_id_without_the_task() {
+    let app = TestApp::spawn().await;
+    let (ws, rt, agent) = setup(&app, 2).await;
+    let claimed = enqueue_and_claim(&app, &ws, &rt, &agent, 2).await;
+    let [(a, att_a), (b, _)] = &claimed[..] else {
+        unreachable!()
+    };
+    let stale = Uuid::new_v4().to_string();
+    let r = app
+        .post_minimal(
+            "/api/v1/daemon/report",
+            &ws.daemon,
+            json!({ "updates": [
+                { "task_id": a, "attempt_id": att_a, "action": "start" },
+                { "task_id": a, "attempt_id": att_a, "action": "complete", "result": { "n": 1 } },
+                { "task_id": b, "attempt_id": stale, "action": "start" },
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        r.headers
+            .get("preference-applied")
+            .and_then(|v| v.to_str().ok()),
+        Some("return=minimal")
+    );
+    let results = r.body["results"].as_array().unwrap();
+    let got: Vec<(Value, Value)> = results
+        .iter()
+        .map(|r| (r["task_id"].clone(), r["status"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (json!(a), json!(200)),
+            (json!(a), json!(200)),
+            (json!(b), json!(409))
+        ]
+    );
+    for r in &results[..2] {
+        assert!(r["task"].is_null() && r["error"].is_null(), "{r}");
+    }
+    assert_eq!(results[2]["error"]["code"], "attempt_superseded");
+    // Applied as without the preference, with its events.
+    let ta = task(&app, &ws, a).await;
+    assert_eq!(ta["status"], "completed");
+    assert_eq!(ta["result"], json!({ "n": 1 }));
+    assert_eq!(count_events(&app.pool, "task.running", a).await, 1);
+    assert_eq!(count_events(&app.pool, "task.completed", a).await, 1);
+    assert_eq!(task(&app, &ws, b).await["status"], "dispatched");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn report_batch_of_start_then_complete_per_task_applies_each_task_in_order() {
     let app = TestApp::spawn().await;
     let (ws, rt, agent) = setup(&app, 4).await;

@@ -111,3 +111,72 @@ impl<T: DeserializeOwned> FromRequestParts<AppState> for Query<T> {
         }
     }
 }
+
+/// The `Prefer: return=minimal` preference of RFC 7240 §4.2, which the batch endpoints
+/// (`POST /tasks/batch`, `POST /daemon/report`) honour: each result then names its task by id
+/// instead of carrying the whole task. Any other preference, or none, leaves the full answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Prefer {
+    pub minimal: bool,
+}
+
+impl Prefer {
+    /// Whether any `Prefer` header asks for `return=minimal` (names are case-insensitive, the
+    /// value may be quoted, parameters after `;` are ignored).
+    pub fn of(headers: &axum::http::HeaderMap) -> Self {
+        let minimal = headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|pref| {
+                let token = pref.split(';').next().unwrap_or("");
+                let (name, value) = token.split_once('=').unwrap_or((token, ""));
+                name.trim().eq_ignore_ascii_case("return")
+                    && value
+                        .trim()
+                        .trim_matches('"')
+                        .eq_ignore_ascii_case("minimal")
+            });
+        Self { minimal }
+    }
+
+    /// The `Preference-Applied` header an answer carries when it honoured the preference.
+    pub fn applied(self) -> Option<[(&'static str, &'static str); 1]> {
+        self.minimal
+            .then_some([("preference-applied", "return=minimal")])
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Prefer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.headers))
+    }
+}
+
+#[cfg(test)]
+mod prefer_tests {
+    use super::Prefer;
+    use axum::http::HeaderMap;
+
+    fn of(values: &[&str]) -> bool {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("prefer", v.parse().unwrap());
+        }
+        Prefer::of(&h).minimal
+    }
+
+    #[test]
+    fn reads_return_minimal_among_other_preferences() {
+        assert!(of(&["return=minimal"]));
+        assert!(of(&["respond-async, Return = \"minimal\"; foo=bar"]));
+        assert!(of(&["wait=5", "return=minimal"]));
+        assert!(!of(&[]));
+        assert!(!of(&["return=representation"]));
+        assert!(!of(&["minimal"]));
+        assert!(!of(&["returns=minimal"]));
+    }
+}

@@ -314,6 +314,17 @@ impl TestApp {
             .await
     }
 
+    /// [`TestApp::post`] with `Prefer: return=minimal`.
+    pub async fn post_minimal(&self, path: &str, token: &str, body: Value) -> Resp {
+        let req = self
+            .http
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .header("prefer", "return=minimal")
+            .json(&body);
+        Resp::read(req.send().await.expect("request")).await
+    }
+
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
         self.request(reqwest::Method::PATCH, path, Some(token), Some(body))
             .await

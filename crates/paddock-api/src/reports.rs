@@ -144,6 +144,7 @@ pub struct ReportBody {
 }
 
 /// One update's outcome: `status` 200 with the task, or 404/409 with the problem (nothing changed).
+/// Under `Prefer: return=minimal` a 200 carries no task (`task_id` names it).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportResult {
     pub task_id: TaskId,

@@ -157,10 +157,14 @@ pub struct BatchResults {
 }
 
 /// One item's outcome: `status` is what `POST /tasks` would have answered for it (201 created,
-/// 200 an idempotency key already used, 404 or 409 refused), with the task or the problem.
+/// 200 an idempotency key already used, 404 or 409 refused), with the task or the problem. Under
+/// `Prefer: return=minimal` a 201 or 200 names its task by `task_id` alone.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchItem {
     pub status: u16,
+    /// The task's id (201 and 200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Task>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -57,6 +57,11 @@ pub struct DrainArgs {
     /// task's `start` then its `complete` (applied in order, each fenced and with its event).
     #[arg(long)]
     separate_reports: bool,
+    /// Ask for every report's answer in full (each result with its task, as without a `Prefer`
+    /// header). By default the simulated daemons send `Prefer: return=minimal`, as a daemon that
+    /// reads only each update's status does, and get each result's status and task id.
+    #[arg(long)]
+    full_answers: bool,
     /// Concurrency of the graphile-worker peer drained after Paddock in the same run (its
     /// `run.sh drain N 24` is the figure the peers README gives).
     #[arg(long, default_value_t = 24)]
@@ -103,7 +108,7 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
     let tps = per_sec(args.tasks, drained.elapsed);
     let base_tps = per_sec(args.tasks, base);
     let mut s = Summary::new(format!(
-        "drain: {} tasks, {} daemons, batch {}, {}",
+        "drain: {} tasks, {} daemons, batch {}, {}, {}",
         args.tasks,
         args.daemons,
         args.batch,
@@ -111,7 +116,8 @@ pub async fn run(services: &Services, db: &BenchDb, args: &DrainArgs) -> anyhow:
             "start and complete reported in two calls"
         } else {
             "start and complete reported in one call"
-        }
+        },
+        super::answers(args.full_answers)
     ));
     s.line(format!(
         "  enqueue    {:>9.0} tasks/s  ({} tasks by POST /tasks/batch of 1000 in {:.2} s, {} concurrent)",
@@ -358,7 +364,7 @@ async fn daemon(
     args: DrainArgs,
     bar: indicatif::ProgressBar,
 ) -> anyhow::Result<DaemonRun> {
-    let mut conn = Conn::open(addr, &token).await?;
+    let mut conn = Conn::open(addr, &token).await?.minimal(!args.full_answers);
     let mut run = DaemonRun {
         last_completion: Instant::now(),
         pickup: Latencies::default(),

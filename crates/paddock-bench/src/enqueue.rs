@@ -35,6 +35,11 @@ pub struct EnqueueArgs {
     /// Concurrent clients (the peer runs one).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     clients: u64,
+    /// Ask for every batch's answer in full (each result with its task, as without a `Prefer`
+    /// header). By default the client sends `Prefer: return=minimal` and gets each result's status
+    /// and task id.
+    #[arg(long)]
+    full_answers: bool,
 }
 
 #[derive(Deserialize)]
@@ -73,8 +78,12 @@ pub async fn run(services: &Services, db: &BenchDb, args: &EnqueueArgs) -> anyho
     let tps = per_sec(args.tasks, elapsed);
     let base_tps = per_sec(args.tasks, base);
     let mut s = Summary::new(format!(
-        "enqueue: {} tasks in batches of {} over {} agents, {} client(s)",
-        args.tasks, args.batch, args.agents, args.clients
+        "enqueue: {} tasks in batches of {} over {} agents, {} client(s), {}",
+        args.tasks,
+        args.batch,
+        args.agents,
+        args.clients,
+        super::answers(args.full_answers)
     ));
     s.line(format!(
         "  paddock    {tps:>9.0} tasks/s  ({:.2} s; POST /tasks/batch p50 {:.1} ms  p99 {:.1} ms)",
@@ -150,7 +159,9 @@ async fn enqueue(
     let bar = progress(Some(args.tasks), "enqueue");
     let mut clients = Vec::new();
     for c in 0..args.clients {
-        let conn = Conn::open(addr, &fleet.ws.member).await?;
+        let conn = Conn::open(addr, &fleet.ws.member)
+            .await?
+            .minimal(!args.full_answers);
         clients.push((conn, bodies(fleet, args, c)));
     }
     let t0 = Instant::now();

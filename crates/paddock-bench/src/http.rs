@@ -81,6 +81,8 @@ pub struct Conn {
     sender: hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
     host: http::HeaderValue,
     auth: http::HeaderValue,
+    /// Sent as `Prefer` with every call (`return=minimal`: batch answers without their tasks).
+    prefer: Option<http::HeaderValue>,
 }
 
 impl Conn {
@@ -96,7 +98,15 @@ impl Conn {
             sender,
             host: addr.to_string().parse()?,
             auth: format!("Bearer {token}").parse()?,
+            prefer: None,
         })
+    }
+
+    /// Asks for minimal batch answers (`Prefer: return=minimal`: each result names its task by id
+    /// instead of carrying it) when `on`.
+    pub fn minimal(mut self, on: bool) -> Self {
+        self.prefer = on.then(|| http::HeaderValue::from_static("return=minimal"));
+        self
     }
 
     /// POSTs a JSON body; any status but 2xx is an error carrying the answer.
@@ -104,11 +114,14 @@ impl Conn {
         use http::header;
         use http_body_util::BodyExt;
         self.sender.ready().await?;
-        let req = http::Request::post(path)
+        let mut req = http::Request::post(path)
             .header(header::HOST, self.host.clone())
             .header(header::AUTHORIZATION, self.auth.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(p) = &self.prefer {
+            req = req.header("prefer", p.clone());
+        }
+        let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
         let res = self.sender.send_request(req).await?;
         let status = res.status();
         let bytes = res.into_body().collect().await?.to_bytes();

@@ -160,3 +160,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     summary.print(args.json);
     Ok(())
 }
+
+/// How a bench's batch calls ask for their answers, for its heading.
+fn answers(full: bool) -> &'static str {
+    if full {
+        "answers in full"
+    } else {
+        "answers minimal (Prefer: return=minimal)"
+    }
+}

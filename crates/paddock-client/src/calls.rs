@@ -1,5 +1,6 @@
 //! One method per endpoint, grouped as DESIGN §4 groups them. Each says whether it retries.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use paddock_api::{
@@ -13,6 +14,9 @@ use paddock_api::{
 use reqwest::{Method, StatusCode};
 
 use crate::{Client, Created, Error, Repeat, RequestExtra, Result, decode, erased};
+
+/// `Prefer: return=minimal` (RFC 7240): batch answers that name their tasks by id alone.
+const PREFER_MINIMAL: (&str, Cow<'static, str>) = ("prefer", Cow::Borrowed("return=minimal"));
 
 /// Filters and page of `GET /tasks` (newest first).
 #[derive(Debug, Clone, Default)]
@@ -163,6 +167,20 @@ impl Client {
     /// Enqueues up to 1000 tasks in one transaction: one result per item, in order (DESIGN §13).
     /// Retried only when every item carries an idempotency key (a repeat then answers 200 items).
     pub async fn enqueue_batch(&self, tasks: &[CreateTask]) -> Result<BatchResults> {
+        self.enqueue_batch_as(tasks, &[]).await
+    }
+
+    /// [`Client::enqueue_batch`] under `Prefer: return=minimal`: each result names its task by
+    /// `task_id` and carries none.
+    pub async fn enqueue_batch_minimal(&self, tasks: &[CreateTask]) -> Result<BatchResults> {
+        self.enqueue_batch_as(tasks, &[PREFER_MINIMAL]).await
+    }
+
+    async fn enqueue_batch_as(
+        &self,
+        tasks: &[CreateTask],
+        headers: &[(&'static str, Cow<'_, str>)],
+    ) -> Result<BatchResults> {
         let repeat = if tasks.iter().all(|t| t.idempotency_key.is_some()) {
             Repeat::Safe
         } else {
@@ -171,15 +189,16 @@ impl Client {
         let body = CreateTaskBatch {
             tasks: tasks.to_vec(),
         };
-        let (_, results) = self
-            .call(
-                Method::POST,
-                "api/v1/tasks/batch",
-                Some(&erased::Json(&body)),
-                repeat,
-            )
+        let extra = RequestExtra {
+            repeat,
+            headers,
+            ..Default::default()
+        };
+        let path = "api/v1/tasks/batch";
+        let (_, _, bytes) = self
+            .send(Method::POST, path, Some(&erased::Json(&body)), extra)
             .await?;
-        Ok(results)
+        decode(path, &bytes)
     }
 
     pub async fn list_tasks(&self, q: &TaskQuery) -> Result<Page<Task>> {
@@ -306,6 +325,21 @@ impl Client {
         self.post("api/v1/daemon/report", body, Repeat::Safe).await
     }
 
+    /// [`Client::report`] under `Prefer: return=minimal`: the results name their tasks by
+    /// `task_id` and carry none (a daemon that only needs each update's status).
+    pub async fn report_minimal(&self, body: &ReportBody) -> Result<ReportReply> {
+        let extra = RequestExtra {
+            repeat: Repeat::Safe,
+            headers: &[PREFER_MINIMAL],
+            ..Default::default()
+        };
+        let path = "api/v1/daemon/report";
+        let (_, _, bytes) = self
+            .send(Method::POST, path, Some(&erased::Json(body)), extra)
+            .await?;
+        decode(path, &bytes)
+    }
+
     pub async fn deregister(&self, body: &RuntimeIds) -> Result<Deregistered> {
         self.post("api/v1/daemon/deregister", body, Repeat::Safe)
             .await
@@ -317,8 +351,8 @@ impl Client {
         agent: AgentId,
         cached: Option<i32>,
     ) -> Result<Option<DefinitionReply>> {
-        let headers: Vec<(&'static str, String)> = cached
-            .map(|v| ("if-none-match", format!("\"v{v}\"")))
+        let headers: Vec<(&'static str, Cow<'_, str>)> = cached
+            .map(|v| ("if-none-match", format!("\"v{v}\"").into()))
             .into_iter()
             .collect();
         let extra = RequestExtra {

@@ -29,6 +29,7 @@ mod error;
 mod retry;
 mod ws;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 pub use paddock_api as api;
@@ -151,7 +152,7 @@ impl Client {
                     .body(b.to_json()?);
             }
             for (k, v) in extra.headers {
-                req = req.header(*k, v.as_str());
+                req = req.header(*k, v.as_ref());
             }
             let res = match req.send().await {
                 Ok(res) => read(res, path).await,
@@ -205,7 +206,7 @@ struct RequestExtra<'a> {
     repeat: Repeat,
     /// Added to the client's timeout (a long poll waits that much longer).
     longer: Duration,
-    headers: &'a [(&'static str, String)],
+    headers: &'a [(&'static str, Cow<'a, str>)],
 }
 
 impl Default for RequestExtra<'_> {

@@ -3,6 +3,7 @@
 //! service plans, writes and commits them (`service::reports`).
 
 use axum::extract::State;
+use axum::response::IntoResponse;
 use paddock_api::{
     AttemptOnly, CompleteBody, ErrorCode, FailBody, ProgressBody, ReportAction, ReportBody,
     ReportReply, ReportResult, Session, Task, Update, Usage,
@@ -10,7 +11,7 @@ use paddock_api::{
 
 use crate::auth::Daemon;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{Json, Path};
+use crate::http::extract::{Json, Path, Prefer};
 use crate::ids::{AttemptId, TaskId, WorkspaceId};
 use crate::service;
 use crate::service::reports::{Report, ReportItem};
@@ -151,12 +152,13 @@ fn report_of(u: Update) -> ApiResult<ReportItem> {
 }
 
 /// One result per update, in order: `{task_id, status, task}` or `{task_id, status, error}`.
-#[utoipa::path(post, path = "/api/v1/daemon/report", operation_id = "report_batch", tag = "daemon", request_body = ReportBody, responses((status = 200, body = ReportReply, description = "One result per update, in order"), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/daemon/report", operation_id = "report_batch", tag = "daemon", request_body = ReportBody, params(("prefer" = Option<String>, Header, description = "`return=minimal` (RFC 7240): each result names its task by `task_id` instead of carrying it")), responses((status = 200, body = ReportReply, description = "One result per update, in order", headers(("preference-applied" = String, description = "`return=minimal` when the results carry no tasks"))), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn report(
     Daemon(ws): Daemon,
     State(state): State<AppState>,
+    prefer: Prefer,
     Json(body): Json<ReportBody>,
-) -> ApiResult<axum::Json<ReportReply>> {
+) -> ApiResult<impl IntoResponse> {
     if body.updates.is_empty() || body.updates.len() > MAX_UPDATES_PER_REPORT {
         return Err(ApiError::validation(format!(
             "updates must hold 1 to {MAX_UPDATES_PER_REPORT} entries"
@@ -178,7 +180,7 @@ pub async fn report(
                 ReportResult {
                     task_id,
                     status: 200,
-                    task: Some(task.into()),
+                    task: (!prefer.minimal).then(|| task.into()),
                     error: None,
                 }
             }
@@ -194,5 +196,5 @@ pub async fn report(
             }
         })
         .collect();
-    Ok(axum::Json(ReportReply { results }))
+    Ok((prefer.applied(), axum::Json(ReportReply { results })))
 }

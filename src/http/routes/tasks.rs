@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use paddock_api::values::DurationMs;
 use paddock_api::{
     BATCH_MAX_TASKS, BatchItem, BatchResults, CancelTasks, CancelledTasks, CreateTask,
@@ -18,7 +19,7 @@ use crate::db::attempts::Attempt;
 use crate::db::tasks::ListFilter;
 use crate::domain::values::PageLimit;
 use crate::http::error::{ApiError, ApiResult};
-use crate::http::extract::{Json, Path, Query};
+use crate::http::extract::{Json, Path, Prefer, Query};
 use crate::ids::{AgentId, RuntimeId, TaskId};
 use crate::service;
 use crate::service::tasks::Enqueue;
@@ -39,12 +40,13 @@ pub async fn create(
 /// Up to 1000 tasks in one transaction (DESIGN §13): one result per item, in request order, each what
 /// `POST /tasks` would have answered for it. A body with a value `POST /tasks` would refuse with 422
 /// refuses the whole batch, before anything is written.
-#[utoipa::path(post, path = "/api/v1/tasks/batch", operation_id = "enqueue_tasks", tag = "member", request_body = CreateTaskBatch, responses((status = 200, body = BatchResults, description = "One result per item, in request order"), crate::http::openapi::Errors), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/tasks/batch", operation_id = "enqueue_tasks", tag = "member", request_body = CreateTaskBatch, params(("prefer" = Option<String>, Header, description = "`return=minimal` (RFC 7240): each result names its task by `task_id` instead of carrying it")), responses((status = 200, body = BatchResults, description = "One result per item, in request order", headers(("preference-applied" = String, description = "`return=minimal` when the results carry no tasks"))), crate::http::openapi::Errors), security(("bearer" = [])))]
 pub async fn create_batch(
     Member(ws): Member,
     State(state): State<AppState>,
+    prefer: Prefer,
     Json(body): Json<CreateTaskBatch>,
-) -> ApiResult<axum::Json<BatchResults>> {
+) -> ApiResult<impl IntoResponse> {
     let n = body.tasks.len();
     if !(1..=BATCH_MAX_TASKS).contains(&n) {
         return Err(ApiError::validation(format!(
@@ -68,20 +70,22 @@ pub async fn create_batch(
         .map(|outcome| match outcome {
             Ok((task, created)) => BatchItem {
                 status: created_or_ok(created).as_u16(),
-                task: Some(task.into()),
+                task_id: Some(task.id),
+                task: (!prefer.minimal).then(|| task.into()),
                 error: None,
             },
             Err(e) => {
                 let problem = ApiError::from(e).problem();
                 BatchItem {
                     status: problem.status,
+                    task_id: None,
                     task: None,
                     error: Some(problem),
                 }
             }
         })
         .collect();
-    Ok(axum::Json(BatchResults { results }))
+    Ok((prefer.applied(), axum::Json(BatchResults { results })))
 }
 
 /// A `POST /tasks` body as the enqueue use case takes it, once its values are checked.
