@@ -87,7 +87,7 @@ async fn each_item_gets_what_a_single_enqueue_would_answer_in_request_order() {
             "the task's id beside it: {r}"
         );
     }
-    assert!(r.headers.get("preference-applied").is_none());
+    assert_eq!(r.header("preference-applied"), None);
 
     // One task.queued per created task, and nothing else.
     assert_eq!(app.count("events").await - events_before, 3);
@@ -376,12 +376,7 @@ async fn under_prefer_minimal_each_result_names_its_task_by_id_alone() {
         .post_minimal("/api/v1/tasks/batch", &ws.member, body)
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(
-        r.headers
-            .get("preference-applied")
-            .and_then(|v| v.to_str().ok()),
-        Some("return=minimal")
-    );
+    assert_eq!(r.header("preference-applied"), Some("return=minimal"));
     assert_eq!(statuses(&r.body), [201, 200, 404, 201]);
     let res = r.body["results"].as_array().unwrap();
     for r in res {

@@ -1055,12 +1055,7 @@ async fn report_batch_under_prefer_minimal_answers_each_status_and_id_without_th
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(
-        r.headers
-            .get("preference-applied")
-            .and_then(|v| v.to_str().ok()),
-        Some("return=minimal")
-    );
+    assert_eq!(r.header("preference-applied"), Some("return=minimal"));
     let results = r.body["results"].as_array().unwrap();
     let got: Vec<(Value, Value)> = results
         .iter()

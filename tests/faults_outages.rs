@@ -395,9 +395,7 @@ async fn timed(
     let t0 = Instant::now();
     let r = app.request(method, path, token, body).await;
     let problem_json = r
-        .headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
+        .header("content-type")
         .is_some_and(|ct| ct.starts_with("application/problem+json"))
         && ["type", "title", "status", "detail", "code"]
             .iter()

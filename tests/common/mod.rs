@@ -210,6 +210,11 @@ impl Resp {
         }
     }
 
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
     /// The problem+json `code`, if any.
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")

@@ -194,11 +194,11 @@ impl Client {
             headers,
             ..Default::default()
         };
-        let path = "api/v1/tasks/batch";
-        let (_, _, bytes) = self
-            .send(Method::POST, path, Some(&erased::Json(&body)), extra)
-            .await?;
-        decode(path, &bytes)
+        let body = erased::Json(&body);
+        Ok(self
+            .call_with(Method::POST, "api/v1/tasks/batch", Some(&body), extra)
+            .await?
+            .1)
     }
 
     pub async fn list_tasks(&self, q: &TaskQuery) -> Result<Page<Task>> {
@@ -282,11 +282,11 @@ impl Client {
             longer: Duration::from_millis(body.wait_ms.get()),
             headers: &[],
         };
-        let path = "api/v1/daemon/claim";
-        let (_, _, bytes) = self
-            .send(Method::POST, path, Some(&erased::Json(body)), extra)
-            .await?;
-        decode(path, &bytes)
+        let body = erased::Json(body);
+        Ok(self
+            .call_with(Method::POST, "api/v1/daemon/claim", Some(&body), extra)
+            .await?
+            .1)
     }
 
     pub async fn start(&self, task: TaskId, attempt: AttemptId) -> Result<Task> {
@@ -333,11 +333,11 @@ impl Client {
             headers: &[PREFER_MINIMAL],
             ..Default::default()
         };
-        let path = "api/v1/daemon/report";
-        let (_, _, bytes) = self
-            .send(Method::POST, path, Some(&erased::Json(body)), extra)
-            .await?;
-        decode(path, &bytes)
+        let body = erased::Json(body);
+        Ok(self
+            .call_with(Method::POST, "api/v1/daemon/report", Some(&body), extra)
+            .await?
+            .1)
     }
 
     pub async fn deregister(&self, body: &RuntimeIds) -> Result<Deregistered> {

@@ -180,6 +180,17 @@ impl Client {
             repeat,
             ..Default::default()
         };
+        self.call_with(method, path, body, extra).await
+    }
+
+    /// [`Client::call`] with a timeout or headers of its own.
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(dyn erased::Body + Sync)>,
+        extra: RequestExtra<'_>,
+    ) -> Result<(StatusCode, T)> {
         let (status, _, bytes) = self.send(method, path, body, extra).await?;
         Ok((status, decode(path, &bytes)?))
     }
